@@ -1,0 +1,40 @@
+"""roomactors.protocol: the pure, synchronous Matrix protocol kernel (room versions 1–12).
+
+Canonical JSON, identifiers, hashing, signing, redaction, PDU validation,
+authorization rules and state resolution. No I/O, no imports from ``api``,
+``storage`` or the rest of ``roomactors`` (``tests/test_layering.py`` enforces it).
+The names re-exported here are the kernel's public API; their signatures are
+relied on by outside acceptance tools, so keep them stable.
+"""
+
+from .canonical import canonical_json, check_json_numbers
+from .errors import AuthError, InvalidEvent, ProtocolError, SignatureError, UnsupportedRoomVersion
+from .hashing import compute_event_id, compute_room_id, content_hash, reference_hash
+from .redaction import redact
+from .room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS, RoomVersionRules, get_rules
+from .signing import Verified, sign_event, sign_json, verify_event, verify_event_signatures, verify_json
+
+__all__ = [
+    "canonical_json",
+    "check_json_numbers",
+    "content_hash",
+    "compute_event_id",
+    "compute_room_id",
+    "reference_hash",
+    "redact",
+    "sign_json",
+    "verify_json",
+    "sign_event",
+    "verify_event_signatures",
+    "verify_event",
+    "Verified",
+    "InvalidEvent",
+    "SignatureError",
+    "AuthError",
+    "ProtocolError",
+    "UnsupportedRoomVersion",
+    "RoomVersionRules",
+    "KNOWN_ROOM_VERSIONS",
+    "DEFAULT_ROOM_VERSION",
+    "get_rules",
+]
