@@ -10,6 +10,7 @@ relied on by outside acceptance tools, so keep them stable.
 from .canonical import canonical_json, check_json_numbers
 from .errors import AuthError, InvalidEvent, ProtocolError, SignatureError, UnsupportedRoomVersion
 from .hashing import compute_event_id, compute_room_id, content_hash, reference_hash
+from .pdu import Pdu, parse_pdu
 from .redaction import redact
 from .room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS, RoomVersionRules, get_rules
 from .signing import Verified, sign_event, sign_json, verify_event, verify_event_signatures, verify_json
@@ -22,6 +23,8 @@ __all__ = [
     "compute_room_id",
     "reference_hash",
     "redact",
+    "parse_pdu",
+    "Pdu",
     "sign_json",
     "verify_json",
     "sign_event",

@@ -91,13 +91,16 @@ _V1_REDACTION_CONTENT = _frozen_map(
 _V6_REDACTION_CONTENT = _frozen_map(
     {k: v for k, v in _V1_REDACTION_CONTENT.items() if k != "m.room.aliases"}
 )
-#: fragments/v9-redactions: member keeps ``join_authorised_via_users_server``;
-#: join_rules keeps ``allow`` (restricted joins, added with v8 and fixed in v9).
+#: rooms/v8 "Redactions": join_rules keeps ``allow`` (restricted joins).
+_V8_REDACTION_CONTENT = _frozen_map(
+    {**_V6_REDACTION_CONTENT, "m.room.join_rules": frozenset({"join_rule", "allow"})}
+)
+#: fragments/v9-redactions: member also keeps ``join_authorised_via_users_server``
+#: (the case v8 missed).
 _V9_REDACTION_CONTENT = _frozen_map(
     {
-        **_V6_REDACTION_CONTENT,
+        **_V8_REDACTION_CONTENT,
         "m.room.member": frozenset({"membership", "join_authorised_via_users_server"}),
-        "m.room.join_rules": frozenset({"join_rule", "allow"}),
     }
 )
 #: fragments/v11-redactions: create keeps all keys, power_levels keeps ``invite``,
@@ -220,9 +223,9 @@ _V6 = replace(
 )
 # rooms/v7: knocking.
 _V7 = replace(_V6, version="7", knock_allowed=True)
-# rooms/v8: restricted joins.
-_V8 = replace(_V7, version="8", restricted_join_allowed=True)
-# rooms/v9: redaction keeps join_authorised_via_users_server and allow.
+# rooms/v8: restricted joins; redaction keeps join_rules ``allow``.
+_V8 = replace(_V7, version="8", restricted_join_allowed=True, redaction_content_keys=_V8_REDACTION_CONTENT)
+# rooms/v9: redaction also keeps member ``join_authorised_via_users_server``.
 _V9 = replace(_V8, version="9", redaction_content_keys=_V9_REDACTION_CONTENT)
 # rooms/v10: knock_restricted, integer-only power levels.
 _V10 = replace(_V9, version="10", knock_restricted_join_allowed=True, integer_power_levels=True)
