@@ -128,8 +128,10 @@ def required_signers(event: dict, rules: RoomVersionRules) -> set[str]:
     * the ``sender``'s server — except for an invite made from a third-party invite,
       which "may be [sent by] a different server";
     * v1/v2: also the domain of ``event_id``;
-    * v8+ restricted joins: the server of ``join_authorised_via_users_server``
-      (auth rule 4.2.1 / 5.2.1 "validly signed by the homeserver of the user ID").
+    * v8+: for any ``m.room.member`` event whose content has
+      ``join_authorised_via_users_server``, that user's server (auth rule 4.2.1 in
+      v8–v11, 5.2.1 in v12: "validly signed by the homeserver of the user ID" — the
+      rule applies whatever the membership, so this does too).
     """
     required: set[str] = set()
     sender = event.get("sender")
@@ -147,7 +149,6 @@ def required_signers(event: dict, rules: RoomVersionRules) -> set[str]:
         rules.restricted_join_allowed
         and event.get("type") == "m.room.member"
         and isinstance(content, dict)
-        and content.get("membership") == "join"
         and "join_authorised_via_users_server" in content
     ):
         via = content["join_authorised_via_users_server"]

@@ -195,14 +195,16 @@ def test_authorising_server_not_required_before_v8(version: str, make_pdu: Calla
     verify_event_signatures(event, version, _keys(key_for, "example.org"))
 
 
-def test_restricted_join_only_for_join_membership(make_pdu: Callable) -> None:
+def test_authorising_server_signature_required_whatever_the_membership(make_pdu: Callable) -> None:
+    # v8-v11 auth rule 4.2.1 applies to any member event carrying the key, not only joins.
     event = make_pdu(
         "9",
         type="m.room.member",
         state_key="@alice:example.org",
         content={"membership": "leave", "join_authorised_via_users_server": "@admin:resident.org"},
     )
-    assert required_signers(event, get_rules("9")) == {"example.org"}
+    assert required_signers(event, get_rules("9")) == {"example.org", "resident.org"}
+    assert required_signers(event, get_rules("7")) == {"example.org"}
 
 
 def _third_party_invite(make_pdu: Callable, key_for: Callable, version: str) -> dict:
