@@ -1,0 +1,1 @@
+"""api.client: blueprints of the client-server API (``/_matrix/client/...``)."""
