@@ -9,13 +9,14 @@ Theory of operation
     └── hypercorn.trio.serve(app, ...)    started last; readiness = our readiness
 
 Startup: the database directory is created, the hypercorn guards are installed
-(``api.hypercorn_guard``: HTTP/1.1 only, real ``Connection: close``), the app is built, the shutdown watcher is started with
-``nursery.start`` (so signal handlers are in place before the first request), then
-hypercorn runs in the nursery body. Hypercorn reports its bound addresses through
-``task_status``, which is passed straight through, so a caller doing
-``await nursery.start(serve, settings)`` gets them once the server accepts
-connections. Later services (database, key service, sender, room registry) slot in
-before hypercorn with ``await nursery.start(...)``, in that order.
+(``api.hypercorn_guard``: HTTP/1.1 only, real ``Connection: close``), the app is
+built, the shutdown watcher is started with ``nursery.start`` (so signal handlers
+are in place before the first request), then hypercorn runs in the nursery body.
+Hypercorn reports its bound addresses through ``task_status``, which is passed
+straight through, so a caller doing ``await nursery.start(serve, settings)`` gets
+them once the server accepts connections. Later services (database, key service,
+sender, room registry) slot in before hypercorn with ``await nursery.start(...)``,
+in that order.
 
 Shutdown: the first SIGINT/SIGTERM sets ``stop``; hypercorn stops accepting and
 gives in-flight requests ``[http] graceful_timeout_s`` to finish, then returns and

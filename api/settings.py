@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from roomactors.protocol.ids import is_valid_server_name
+
 __all__ = [
     "ActorSettings",
     "DEFAULTS",
@@ -139,7 +141,7 @@ def parse_settings(data: Mapping[str, Any], *, base_dir: Path) -> Settings:
         return data.get(section, {}).get(key, DEFAULTS[section][key])
 
     server_name = _string(get("server", "server_name"), "server", "server_name")
-    if not _is_server_name(server_name):
+    if not is_valid_server_name(server_name) or not _port_in_range(server_name):
         raise SettingsError(
             f"[server] server_name {server_name!r} is not a valid server name "
             "(hostname, IPv4 or [IPv6] literal, optionally :port)"
@@ -162,19 +164,25 @@ def parse_settings(data: Mapping[str, Any], *, base_dir: Path) -> Settings:
     return Settings(
         server=ServerSettings(
             server_name=server_name,
-            signing_key_path=_path(get("server", "signing_key_path"), "server", "signing_key_path", base_dir),
+            signing_key_path=_path(
+                get("server", "signing_key_path"), "server", "signing_key_path", base_dir
+            ),
         ),
         http=HttpSettings(
             client_bind=tuple(client_bind),
             max_request_size=_int(get("http", "max_request_size"), "http", "max_request_size", minimum=1024),
-            graceful_timeout_s=_number(get("http", "graceful_timeout_s"), "http", "graceful_timeout_s", minimum=0),
+            graceful_timeout_s=_number(
+                get("http", "graceful_timeout_s"), "http", "graceful_timeout_s", minimum=0
+            ),
         ),
         database=DatabaseSettings(
             path=_path(get("database", "path"), "database", "path", base_dir),
         ),
         actors=ActorSettings(
             mailbox_size=_int(get("actors", "mailbox_size"), "actors", "mailbox_size", minimum=1),
-            idle_timeout_s=_number(get("actors", "idle_timeout_s"), "actors", "idle_timeout_s", minimum=0, exclusive=True),
+            idle_timeout_s=_number(
+                get("actors", "idle_timeout_s"), "actors", "idle_timeout_s", minimum=0, exclusive=True
+            ),
         ),
     )
 
@@ -211,8 +219,8 @@ def _number(value: Any, section: str, key: str, *, minimum: float, exclusive: bo
     return float(value)
 
 
-# Server name grammar (spec appendices, "Server Name"):
-#   server_name = hostname [ ":" port ]; hostname = IPv4address / "[" IPv6address "]" / dns-name
+# Listener addresses: host (DNS name, IPv4 or [IPv6]) and port. Server names use the
+# spec grammar from roomactors.protocol.ids.
 _DNS_NAME = re.compile(r"[A-Za-z0-9.-]{1,255}")
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -244,12 +252,10 @@ def _is_port(port: str, *, allow_zero: bool) -> bool:
     return _PORT.fullmatch(port) is not None and (0 if allow_zero else 1) <= int(port) <= 65535
 
 
-def _is_server_name(value: str) -> bool:
-    split = _split_host_port(value)
-    if split is None:
-        return False
-    host, port = split
-    return _is_host(host) and (port is None or _is_port(port, allow_zero=False))
+def _port_in_range(server_name: str) -> bool:
+    """The spec grammar allows any 1-5 digit port; our own name must also be usable."""
+    split = _split_host_port(server_name)
+    return split is not None and (split[1] is None or _is_port(split[1], allow_zero=False))
 
 
 def _is_bind(value: str) -> bool:

@@ -86,7 +86,10 @@ async def test_matrix_error_raised_by_a_view(app: QuartTrio) -> None:
 
     response = await app.test_client().get("/forbidden")
     assert response.status_code == 403
-    assert await response.get_json() == {"errcode": "M_FORBIDDEN", "error": "You are not invited to this room."}
+    assert await response.get_json() == {
+        "errcode": "M_FORBIDDEN",
+        "error": "You are not invited to this room.",
+    }
     assert_cors(response)
 
 

@@ -11,10 +11,16 @@ every socket test here depends on that guard too.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import time
 from functools import partial
+from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -52,7 +58,9 @@ async def test_unknown_path_over_a_socket_is_json(live_server: LiveServer) -> No
         b"GET /_matrix/client/versions HTTP/1.0\r\n\r\n",
     ],
 )
-async def test_server_closes_connections_it_will_not_reuse(live_server: LiveServer, request_bytes: bytes) -> None:
+async def test_server_closes_connections_it_will_not_reuse(
+    live_server: LiveServer, request_bytes: bytes
+) -> None:
     with trio.fail_after(2):
         stream = await trio.open_tcp_stream(live_server.host, live_server.port)
         async with stream:
@@ -84,6 +92,54 @@ async def test_shutdown_trigger_stops_gracefully_and_creates_the_data_dir(settin
             assert (await get_versions(LiveServer(host, int(port))))["versions"] == ["v1.17"]
             stop.set()
     # The nursery closed: hypercorn returned and the shutdown watcher ended.
+
+
+async def test_sigterm_stops_serve_gracefully(settings: Settings) -> None:
+    # serve() reports ready only after its signal receiver is installed, so this
+    # SIGTERM reaches the receiver rather than the default handler.
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, settings)
+            host, _, port = binds[0].removeprefix("http://").rpartition(":")
+            assert (await get_versions(LiveServer(host, int(port))))["versions"] == ["v1.17"]
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_console_script_serves_until_sigint(tmp_path: Path) -> None:
+    config = tmp_path / "settings.toml"
+    config.write_text('[http]\nclient_bind = ["127.0.0.1:0"]\n', encoding="utf-8")
+    script = Path(sys.executable).with_name("roomactors")
+    process = subprocess.Popen(
+        [script, "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        url = _wait_for_running_line(process)
+        host, _, port = url.removeprefix("http://").rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(get_request(VERSIONS_PATH))
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+        assert (tmp_path / "data").is_dir()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_running_line(process: subprocess.Popen[str]) -> str:
+    assert process.stderr is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        if "Running on http://" in line:
+            return line.split("Running on ", 1)[1].split()[0]
+    raise AssertionError(f"server did not report its address (exit status {process.poll()})")
 
 
 def test_hypercorn_config_never_offers_h2() -> None:
@@ -157,7 +213,8 @@ async def _streaming_app(scope, receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % _STREAMED_BYTES)]})
+    headers = [(b"content-length", b"%d" % _STREAMED_BYTES)]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     for _ in range(8):
         await send({"type": "http.response.body", "body": b"x" * 16384, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
