@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv serve test bench
+.PHONY: venv serve test bench synapse-venv
 
 venv: $(STAMP)
 
@@ -24,3 +24,19 @@ test: venv
 
 bench: venv
 	$(PY) bench/state_res.py
+
+# Synapse, the reference homeserver, in its own venv so .venv stays clean. It is the
+# oracle for tests/interop/test_synapse_differential.py (see tests/interop/synapse_oracle.py).
+# Pinned exactly: a new Synapse release is a deliberate bump, never a silent change.
+SYNAPSE_VERSION := 1.163.2
+SYNAPSE_VENV    := .venv-synapse
+SYNAPSE_STAMP   := $(SYNAPSE_VENV)/.installed-$(SYNAPSE_VERSION)
+
+synapse-venv: $(SYNAPSE_STAMP)
+
+$(SYNAPSE_STAMP):
+	test -x $(SYNAPSE_VENV)/bin/python || $(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SYNAPSE_VENV)/bin/python -m pip install --quiet 'matrix-synapse==$(SYNAPSE_VERSION)'
+	rm -f $(SYNAPSE_VENV)/.installed-*
+	touch $(SYNAPSE_STAMP)
