@@ -116,7 +116,7 @@ from itertools import chain
 from operator import itemgetter, methodcaller
 from typing import Any
 
-from .auth import auth_types_for_event, check_auth, get_power_level, is_power_event
+from .auth import StateKey, auth_types_for_event, check_auth, get_power_level, is_power_event
 from .errors import AuthError
 from .room_versions import RoomVersionRules, StateResAlgorithm, get_rules
 
@@ -127,7 +127,6 @@ __all__ = [
     "resolve_state",
 ]
 
-StateKey = tuple[str, str]
 StateMap = dict[StateKey, str]
 
 _CREATE = "m.room.create"
