@@ -26,11 +26,12 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from roomactors.protocol.ids import is_valid_server_name
+from roomactors.registry import RegistrySettings
 
 __all__ = [
     "ActorSettings",
@@ -67,10 +68,9 @@ class DatabaseSettings:
     path: Path
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ActorSettings:
-    mailbox_size: int
-    idle_timeout_s: float
+#: ``[actors]``: the room registry's settings, defined next to the registry
+#: (``roomactors`` must not import ``api``); its field defaults are the documented ones.
+ActorSettings = RegistrySettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,10 +96,7 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "database": {
         "path": "data/roomactors.db",
     },
-    "actors": {
-        "mailbox_size": 64,
-        "idle_timeout_s": 300.0,
-    },
+    "actors": {f.name: f.default for f in fields(RegistrySettings)},
 }
 
 
@@ -178,12 +175,30 @@ def parse_settings(data: Mapping[str, Any], *, base_dir: Path) -> Settings:
         database=DatabaseSettings(
             path=_path(get("database", "path"), "database", "path", base_dir),
         ),
-        actors=ActorSettings(
-            mailbox_size=_int(get("actors", "mailbox_size"), "actors", "mailbox_size", minimum=1),
-            idle_timeout_s=_number(
-                get("actors", "idle_timeout_s"), "actors", "idle_timeout_s", minimum=0, exclusive=True
-            ),
-        ),
+        actors=_actor_settings(get),
+    )
+
+
+def _actor_settings(get: Any) -> ActorSettings:
+    def positive(key: str) -> float:
+        return _number(get("actors", key), "actors", key, minimum=0, exclusive=True)
+
+    def at_least_one(key: str) -> int:
+        return _int(get("actors", key), "actors", key, minimum=1)
+
+    backoff_initial = positive("restart_backoff_initial_s")
+    backoff_max = _number(
+        get("actors", "restart_backoff_max_s"), "actors", "restart_backoff_max_s", minimum=backoff_initial
+    )
+    return ActorSettings(
+        mailbox_size=at_least_one("mailbox_size"),
+        idle_timeout_s=positive("idle_timeout_s"),
+        restart_backoff_initial_s=backoff_initial,
+        restart_backoff_max_s=backoff_max,
+        quarantine_crashes=at_least_one("quarantine_crashes"),
+        quarantine_window_s=positive("quarantine_window_s"),
+        max_loaded_rooms=at_least_one("max_loaded_rooms"),
+        request_timeout_s=positive("request_timeout_s"),
     )
 
 

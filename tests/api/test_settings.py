@@ -117,8 +117,44 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
         ("[database]\npath = 3\n", r"\[database\] path must be a non-empty string"),
         ("[actors]\nmailbox_size = 0\n", r"mailbox_size must be at least 1"),
         ("[actors]\nidle_timeout_s = 0\n", r"idle_timeout_s must be greater than 0"),
+        ("[actors]\nrestart_backoff_initial_s = 0\n", r"restart_backoff_initial_s must be greater than 0"),
+        (
+            "[actors]\nrestart_backoff_initial_s = 5\nrestart_backoff_max_s = 1\n",
+            r"restart_backoff_max_s must be at least 5",
+        ),
+        ("[actors]\nquarantine_crashes = 0\n", r"quarantine_crashes must be at least 1"),
+        ("[actors]\nquarantine_window_s = -1\n", r"quarantine_window_s must be greater than 0"),
+        ("[actors]\nmax_loaded_rooms = 1.5\n", r"max_loaded_rooms must be an integer"),
+        ("[actors]\nrequest_timeout_s = 'soon'\n", r"request_timeout_s must be a number of seconds"),
     ],
 )
 def test_invalid_values_name_file_section_and_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(SettingsError, match=r"settings\.toml: .*" + message):
         load_settings(write(tmp_path, text))
+
+
+def test_actor_settings_are_the_registry_settings(tmp_path: Path) -> None:
+    from roomactors.registry import RegistrySettings
+
+    path = write(
+        tmp_path,
+        """
+        [actors]
+        restart_backoff_initial_s = 0.25
+        restart_backoff_max_s = 4
+        quarantine_crashes = 3
+        quarantine_window_s = 60
+        max_loaded_rooms = 500
+        request_timeout_s = 10
+        """,
+    )
+    actors = load_settings(path).actors
+    assert isinstance(actors, RegistrySettings)
+    assert actors == RegistrySettings(
+        restart_backoff_initial_s=0.25,
+        restart_backoff_max_s=4.0,
+        quarantine_crashes=3,
+        quarantine_window_s=60.0,
+        max_loaded_rooms=500,
+        request_timeout_s=10.0,
+    )

@@ -1,0 +1,839 @@
+"""RoomActor: the one task that owns a room's DAG, state and rows.
+
+Theory of operation
+-------------------
+The registry runs one ``RoomActor.run(inbox)`` per loaded room. It loads the room
+from SQLite (``storage.rooms.load_room``), reports ``started``, then handles its
+mailbox one message at a time — so nothing about a room needs a lock: one room,
+one owner (house rule 2). Every change follows **commit, then apply, then
+answer** (house rule 3)::
+
+    message ─► compute (pure: build/sign, check_auth, state, extremities)
+            ─► ONE await db.write(checkpoint, Checkpoint(...))     ← durable here
+            ─► swap the in-memory room (synchronous: cannot fail half-way)
+            ─► reply.send_nowait(result), then reply.close()
+
+Everything that may need I/O (a state map, an event's PDU) is fetched *before*
+the checkpoint, so the apply step is plain assignments. If anything raises, the
+actor dies, its memory is discarded, and the supervisor's next incarnation
+reloads the committed truth from SQLite.
+
+What the actor holds
+~~~~~~~~~~~~~~~~~~~~
+* the room version's rules and its create event;
+* the **forward extremities**, with each one's depth and state ref;
+* the **current state** ``(type, state_key) -> event ID`` and the PDU of every
+  current state event (what local auth checks read), plus the **membership
+  index** derived from it;
+* an LRU of **state maps by ref** (a ref names the ``state_snapshots`` row of the
+  state after some event; see docs/ROOM-ACTORS.md) — anything else is read with
+  ``db.read(get_state, ref)``;
+* an LRU **DAG index** of events it has seen (PDU, depth, state ref, flags),
+  which doubles as the auth chain cache state resolution draws on; misses are
+  read with ``db.read(get_events, ...)``;
+* an LRU of answered transaction IDs (``storage`` has all of them).
+
+Invariants
+~~~~~~~~~~
+* The current state is the resolution of the states after the forward
+  extremities (spec "Soft failure": "the resolved state across all forward
+  extremities"). A linear event (its prevs are exactly the extremities) makes its
+  own state after the current state; anything else re-resolves over the new
+  extremities' states. State maps are never changed in place (copy on write), so
+  identity (``is``) means "same state" and snapshots handed out stay valid.
+* Rejected, soft-failed and outlier events are stored but never become
+  extremities and never change the current state.
+* The actor never closes ``inbox`` (the registry owns it) and returns normally
+  only when ``inbox`` is empty, with no checkpoint between that check and the
+  return — what makes the registry's idle stop race-free.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from functools import partial
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from roomactors.clock import Clock
+from roomactors.protocol.auth import CREATE_KEY, auth_types_for_event, check_auth
+from roomactors.protocol.dag import next_depth, select_prev_events, update_forward_extremities
+from roomactors.protocol.errors import AuthError, InvalidEvent
+from roomactors.protocol.ids import EventId, RoomId, UserId, server_name_of
+from roomactors.protocol.pdu import Pdu, parse_pdu
+from roomactors.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersionRules, get_rules
+from roomactors.protocol.state_res import MissingEventError, resolve_state
+from roomactors.registry import RegistrySettings
+from roomactors.room.events import build_event, event_refs
+from roomactors.room.messages import (
+    BadEvent,
+    CreateRoom,
+    Forbidden,
+    GetState,
+    IngestPdu,
+    PduOutcome,
+    SendEvent,
+    SendResult,
+    StateKey,
+    StateMap,
+    StateView,
+    Stop,
+    UnknownRoom,
+)
+from roomactors.room.pipeline import KnownEvent, receive_pdu, select_auth_state
+from storage import rooms as store
+from storage.rooms import Checkpoint, NewEvent, RoomRecord, StoredEvent, TxnRecord
+
+__all__ = ["RoomActor"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_MEMBER = "m.room.member"
+#: A resolution drawing on more events than this runs in a worker thread.
+_THREAD_RESOLUTION_EVENTS = 2000
+
+
+class _Lru(Generic[K, V]):
+    """A bounded least-recently-used map."""
+
+    __slots__ = ("_data", "_capacity")
+
+    def __init__(self, capacity: int) -> None:
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._capacity = capacity
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self._capacity:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def _reply(reply: trio.MemorySendChannel[Any], value: object) -> None:
+    """Answer; an asker that has gone (cancelled, closed its end, not waiting on a
+    full channel) is no error — the work is committed either way (house rule 7)."""
+    try:
+        reply.send_nowait(value)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
+        pass
+
+
+def _known_from_stored(stored: StoredEvent) -> KnownEvent:
+    return KnownEvent(
+        event_id=stored.event_id,
+        room_id=stored.room_id,
+        json=stored.json,
+        depth=stored.depth,
+        stream_ordering=stored.stream_ordering,
+        state_after_ref=stored.state_after_ref,
+        outlier=bool(stored.outlier),
+        rejected=stored.rejection_reason is not None,
+        soft_failed=bool(stored.soft_failed),
+    )
+
+
+def _membership(event: dict[str, Any]) -> str | None:
+    content = event.get("content")
+    membership = content.get("membership") if isinstance(content, dict) else None
+    return membership if isinstance(membership, str) else None
+
+
+def _diff(old: Mapping[StateKey, str], new: Mapping[StateKey, str]) -> dict[StateKey, str | None]:
+    """Upserts (and, as ``None``, removals) turning ``old`` into ``new``."""
+    if old is new:
+        return {}
+    delta: dict[StateKey, str | None] = {k: v for k, v in new.items() if old.get(k) != v}
+    delta.update((k, None) for k in old if k not in new)
+    return delta
+
+
+class RoomActor:
+    """One room's owner; see the module docstring. Built by the registry's factory,
+    run once per incarnation (a crash discards it and a new one reloads)."""
+
+    def __init__(
+        self,
+        room_id: RoomId,
+        *,
+        db: Any,
+        server_name: str,
+        signing_key: Any,
+        clock: Clock,
+        settings: RegistrySettings,
+        event_cache_size: int = 512,
+        state_cache_size: int = 16,
+        txn_cache_size: int = 256,
+    ) -> None:
+        self._room_id = room_id
+        self._db = db
+        self._server_name = server_name
+        self._signing_key = signing_key
+        self._clock = clock
+        self._settings = settings
+        # The room (None until it exists: loaded, created or joined).
+        self._version: str | None = None
+        self._rules: RoomVersionRules | None = None
+        self._create_event: dict[str, Any] = {}
+        self._create_id = ""
+        self._extremities: frozenset[str] = frozenset()
+        self._ext_depth: dict[str, int] = {}
+        self._ext_ref: dict[str, str] = {}
+        self._current: StateMap = {}
+        self._current_events: dict[str, dict[str, Any]] = {}
+        self._members: dict[str, str] = {}
+        # Caches (bounded).
+        self._events: _Lru[str, KnownEvent] = _Lru(event_cache_size)
+        self._states: _Lru[str, StateMap] = _Lru(state_cache_size)
+        self._txns: _Lru[TxnRecord, SendResult] = _Lru(txn_cache_size)
+
+    # ----------------------------------------------------------------------------------
+    # The loop
+    # ----------------------------------------------------------------------------------
+
+    async def run(
+        self, inbox: trio.MemoryReceiveChannel[Any], *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        record = await self._db.read(store.load_room, self._room_id)
+        if record is not None:
+            self._load(record)
+        task_status.started()
+        idle = self._settings.idle_timeout_s
+        while True:
+            msg = None
+            with trio.move_on_after(idle):
+                try:
+                    msg = await inbox.receive()
+                except trio.EndOfChannel:
+                    return  # the registry is shutting down and the mailbox is drained
+            if msg is None or isinstance(msg, Stop):
+                # Idle (or asked to stop): leave only if nothing is queued. No
+                # checkpoint between this check and the return (see the registry).
+                if inbox.statistics().current_buffer_used == 0:
+                    return
+                continue
+            try:
+                await self._handle(msg)
+            finally:
+                reply = getattr(msg, "reply", None)
+                if reply is not None:
+                    reply.close()
+
+    async def _handle(self, msg: object) -> None:
+        match msg:
+            case SendEvent():
+                _reply(msg.reply, await self._on_send_event(msg))
+            case IngestPdu():
+                _reply(msg.reply, await self._on_ingest_pdu(msg))
+            case GetState():
+                _reply(msg.reply, self._on_get_state())
+            case CreateRoom():
+                _reply(msg.reply, await self._on_create_room(msg))
+            case _:
+                raise TypeError(f"room {self._room_id}: unexpected message {msg!r}")
+
+    # ----------------------------------------------------------------------------------
+    # Loading and starting the room
+    # ----------------------------------------------------------------------------------
+
+    def _load(self, record: RoomRecord) -> None:
+        self._version = record.room_version
+        self._rules = get_rules(record.room_version)
+        self._current = dict(record.current_state)
+        self._current_events = dict(record.current_state_events)
+        self._create_id = self._current[CREATE_KEY]
+        self._create_event = self._current_events[self._create_id]
+        self._extremities = frozenset(record.forward_extremities)
+        self._ext_depth = {e: record.extremity_depths[e] for e in self._extremities}
+        self._ext_ref = {e: record.extremity_state_refs[e] for e in self._extremities}
+        self._members = {
+            key[1]: m
+            for key, eid in self._current.items()
+            if key[0] == _MEMBER and (m := _membership(self._current_events[eid])) is not None
+        }
+        if len(self._extremities) == 1:
+            # One extremity: its state *is* the current state; share the object so
+            # the next event's snapshot delta is found without comparing maps.
+            (only,) = self._extremities
+            self._states.put(self._ext_ref[only], self._current)
+
+    async def _start_room(self, create_event: dict[str, Any]) -> SendResult | BadEvent | Forbidden:
+        """Validate, commit and adopt the room's ``m.room.create`` event."""
+        content = create_event.get("content") if isinstance(create_event, dict) else None
+        version = content.get("room_version", "1") if isinstance(content, dict) else None
+        if not isinstance(version, str) or version not in KNOWN_ROOM_VERSIONS:
+            return BadEvent(errcode="M_UNSUPPORTED_ROOM_VERSION", error=f"unsupported room version {version!r}")
+        try:
+            pdu = parse_pdu(create_event, version)
+        except InvalidEvent as e:
+            return BadEvent(errcode=_errcode(e), error=str(e))
+        if pdu.type != "m.room.create" or pdu.state_key != "":
+            return BadEvent(errcode="M_BAD_JSON", error="the room must start with an m.room.create event")
+        if pdu.room_id != self._room_id:
+            return BadEvent(errcode="M_BAD_JSON", error=f"the create event is for room {pdu.room_id}, not {self._room_id}")
+        try:
+            check_auth(pdu.json, {}, version)
+        except AuthError as e:
+            return Forbidden(error=e.message, rule=e.rule)
+        state = {CREATE_KEY: pdu.event_id}
+        cp = Checkpoint(
+            room_id=self._room_id,
+            room_version=version,
+            events=(self._new_event(pdu, state_base_ref=None, state_delta=state),),
+            forward_extremities=frozenset({pdu.event_id}),
+            current_state_delta=state,
+        )
+        orderings = await self._db.write(store.checkpoint, cp)
+        # Apply.
+        self._version = version
+        self._rules = get_rules(version)
+        self._create_event = pdu.json
+        self._create_id = pdu.event_id
+        self._extremities = frozenset({pdu.event_id})
+        self._ext_depth = {pdu.event_id: pdu.depth}
+        self._ext_ref = {pdu.event_id: pdu.event_id}
+        self._current = state
+        self._current_events = {pdu.event_id: pdu.json}
+        self._states.put(pdu.event_id, state)
+        stream_ordering = orderings[pdu.event_id]
+        self._events.put(pdu.event_id, self._known(pdu, stream_ordering, pdu.event_id))
+        return SendResult(event_id=pdu.event_id, stream_ordering=stream_ordering)
+
+    # ----------------------------------------------------------------------------------
+    # Handlers
+    # ----------------------------------------------------------------------------------
+
+    async def _on_create_room(self, msg: CreateRoom) -> SendResult | BadEvent | Forbidden:
+        if self._version is not None:
+            return BadEvent(errcode="M_ROOM_IN_USE", error=f"room {self._room_id} already exists")
+        return await self._start_room(msg.create_event)
+
+    def _on_get_state(self) -> StateView | UnknownRoom:
+        if self._version is None:
+            return UnknownRoom(room_id=self._room_id)
+        return StateView(
+            room_id=self._room_id,
+            room_version=self._version,
+            current_state=MappingProxyType(self._current),
+            state_events=MappingProxyType(self._current_events),
+            forward_extremities=self._extremities,
+            depth=max(self._ext_depth.values()),
+            joined_members=frozenset(UserId(u) for u, m in self._members.items() if m == "join"),
+        )
+
+    async def _on_send_event(self, msg: SendEvent) -> SendResult | Forbidden | BadEvent | UnknownRoom:
+        if self._version is None or self._rules is None:
+            return UnknownRoom(room_id=self._room_id)
+        version, rules = self._version, self._rules
+        if msg.txn is not None:
+            earlier = await self._txn_result(msg.txn)
+            if earlier is not None:
+                return earlier
+        try:
+            if server_name_of(msg.sender) != self._server_name:
+                return Forbidden(error=f"{msg.sender} is not a user of {self._server_name}", rule=None)
+        except InvalidEvent as e:
+            return BadEvent(errcode="M_INVALID_PARAM", error=str(e))
+
+        # prev_events: the forward extremities, deepest first, capped.
+        prevs = select_prev_events(self._extremities, self._ext_depth)
+        state_before = await self.state_before(prevs)
+        # auth_events: the auth events selection over the state before the event.
+        shape: dict[str, Any] = {"type": msg.type, "sender": msg.sender, "content": msg.content}
+        if msg.state_key is not None:
+            shape["state_key"] = msg.state_key
+        auth_ids = [state_before[k] for k in sorted(auth_types_for_event(shape, version)) if k in state_before]
+        referenced = await self._events_json([*prevs, *auth_ids]) if rules.event_refs_are_pairs else None
+        try:
+            event_id, event = build_event(
+                room_version=version,
+                room_id=self._room_id,
+                sender=msg.sender,
+                type=msg.type,
+                content=msg.content,
+                state_key=msg.state_key,
+                prev_events=prevs,
+                auth_events=auth_ids,
+                depth=next_depth((self._ext_depth[p] for p in prevs), strict_canonical_json=rules.strict_canonical_json),
+                origin_server_ts=self._clock.time_ms(),
+                server_name=self._server_name,
+                signing_key=self._signing_key,
+                referenced=referenced,
+            )
+            pdu = parse_pdu(event, version)
+        except InvalidEvent as e:
+            return BadEvent(errcode=_errcode(e), error=str(e))
+
+        # The event must pass against the state before it (what every server checks,
+        # step 5) and against the current state (step 6; the same map when linear).
+        for state in (state_before,) if state_before is self._current else (state_before, self._current):
+            try:
+                check_auth(event, await self.auth_state(event, state), version, create_event_id=self._create_hint())
+            except AuthError as e:
+                return Forbidden(error=e.message, rule=e.rule)
+
+        own = {(pdu.type, pdu.state_key): event_id} if pdu.state_key is not None else {}
+        stream_ordering = await self._commit_event(
+            pdu,
+            state_before=state_before,
+            own_change=own,
+            becomes_extremity=True,
+            txn=msg.txn,
+        )
+        result = SendResult(event_id=EventId(event_id), stream_ordering=stream_ordering)
+        if msg.txn is not None:
+            self._txns.put(msg.txn, result)
+        return result
+
+    async def _on_ingest_pdu(self, msg: IngestPdu) -> PduOutcome | UnknownRoom:
+        if self._version is None:
+            if isinstance(msg.pdu, dict) and msg.pdu.get("type") == "m.room.create":
+                started = await self._start_room(msg.pdu)
+                if isinstance(started, SendResult):
+                    return PduOutcome(event_id=started.event_id, status="accepted")
+                return PduOutcome(event_id=None, status="invalid", reason=f"step 1/4: {started.error}")
+            return UnknownRoom(room_id=self._room_id)
+        decision = await receive_pdu(self, msg.pdu)
+        outcome = decision.outcome
+        if not decision.store:
+            return outcome
+        pdu = decision.pdu
+        assert pdu is not None
+        if decision.state_before is None:  # an outlier (rejected or not): no state
+            await self._commit_event(
+                pdu,
+                state_before=None,
+                own_change={},
+                becomes_extremity=False,
+                outlier=True,
+                rejection_reason=outcome.reason if outcome.status == "rejected" else None,
+            )
+        elif outcome.status == "rejected":
+            # "not updating [the state] with the rejected event": its state after is
+            # the state before it.
+            await self._commit_event(
+                pdu,
+                state_before=decision.state_before,
+                own_change={},
+                becomes_extremity=False,
+                rejection_reason=outcome.reason,
+            )
+        else:
+            await self._commit_event(
+                pdu,
+                state_before=decision.state_before,
+                own_change={(pdu.type, pdu.state_key): pdu.event_id} if pdu.state_key is not None else {},
+                becomes_extremity=outcome.status == "accepted",
+                soft_failed=outcome.status == "soft_failed",
+            )
+        return outcome
+
+    # ----------------------------------------------------------------------------------
+    # RoomView (what the pipeline reads)
+    # ----------------------------------------------------------------------------------
+
+    @property
+    def room_id(self) -> RoomId:
+        return self._room_id
+
+    @property
+    def room_version(self) -> str:
+        assert self._version is not None
+        return self._version
+
+    @property
+    def create_event(self) -> dict[str, Any]:
+        return self._create_event
+
+    @property
+    def create_event_id(self) -> str:
+        return self._create_id
+
+    @property
+    def current_state(self) -> Mapping[StateKey, str]:
+        return self._current
+
+    async def known_events(self, event_ids: Collection[str]) -> dict[str, KnownEvent]:
+        found: dict[str, KnownEvent] = {}
+        missing: list[str] = []
+        for event_id in dict.fromkeys(event_ids):
+            known = self._events.get(event_id)
+            if known is None:
+                missing.append(event_id)
+            else:
+                found[event_id] = known
+        if missing:
+            stored = await self._db.read(store.get_events, missing)
+            for event_id, row in stored.items():
+                known = _known_from_stored(row)
+                self._events.put(event_id, known)
+                found[event_id] = known
+        return found
+
+    async def state_before(self, prev_events: Sequence[str]) -> Mapping[StateKey, str]:
+        if not prev_events:
+            return {}
+        if frozenset(prev_events) == self._extremities:
+            return self._current
+        refs = await self._state_refs(prev_events)
+        maps: list[StateMap] = []
+        for ref in dict.fromkeys(refs):
+            maps.append(await self._state_map(ref))
+        if len(maps) == 1:
+            return maps[0]
+        return await self._resolve(maps)
+
+    async def auth_state(self, event: dict[str, Any], state: Mapping[StateKey, str]) -> dict[StateKey, dict]:
+        selected = select_auth_state(event, state, self.room_version)
+        pdus = await self._events_json(selected.values())
+        return {key: pdus[event_id] for key, event_id in selected.items()}
+
+    # ----------------------------------------------------------------------------------
+    # State
+    # ----------------------------------------------------------------------------------
+
+    async def _state_refs(self, event_ids: Sequence[str]) -> list[str]:
+        refs: list[str] = []
+        unknown = [e for e in event_ids if e not in self._ext_ref]
+        known = await self.known_events(unknown) if unknown else {}
+        for event_id in event_ids:
+            ref = self._ext_ref.get(event_id)
+            if ref is None:
+                ref = known[event_id].state_after_ref
+            if ref is None:
+                raise LookupError(f"room {self._room_id}: event {event_id} has no state (an outlier)")
+            refs.append(ref)
+        return refs
+
+    async def _state_map(self, ref: str) -> StateMap:
+        state = self._states.get(ref)
+        if state is None:
+            state = await self._db.read(store.get_state, ref)
+            self._states.put(ref, state)
+        return state
+
+    async def _events_json(self, event_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """PDUs of events that must exist (state and auth events): a miss is a bug."""
+        out: dict[str, dict[str, Any]] = {}
+        rest: list[str] = []
+        for event_id in event_ids:
+            pdu = self._current_events.get(event_id)
+            if pdu is None:
+                rest.append(event_id)
+            else:
+                out[event_id] = pdu
+        if rest:
+            known = await self.known_events(rest)
+            for event_id in rest:
+                out[event_id] = known[event_id].json
+        return out
+
+    async def _resolve(self, state_sets: list[StateMap], pending: Mapping[str, dict[str, Any]] | None = None) -> StateMap:
+        """``resolve_state`` over ``state_sets``, loading the events it needs;
+        ``pending`` holds events not stored yet (the one being checkpointed).
+
+        The conflicted events and their auth chains are loaded up front. The
+        kernel may also look at unconflicted events (the auth difference, the
+        iterative auth checks' partial state); on its first miss every event of
+        every state set is loaded with its auth chain, and any later miss loads
+        just what was missing.
+        """
+        conflicted: set[str] = set()
+        for key in set().union(*state_sets):
+            ids = {state.get(key) for state in state_sets}
+            if len(ids) > 1:
+                conflicted.update(i for i in ids if i is not None)
+        if not conflicted:
+            return state_sets[0]
+        lookup: dict[str, dict[str, Any]] = {self._create_id: self._create_event, **(pending or {})}
+        wanted = set(conflicted)
+        for pdu in (pending or {}).values():
+            wanted.update(event_refs(pdu, "auth_events"))
+        rejected: set[str] = set()
+        await self._load_auth_closure(wanted, lookup, rejected)
+        escalated = False
+        while True:
+            resolve = partial(resolve_state, self.room_version, state_sets, lookup, rejected=rejected)
+            try:
+                if len(lookup) > _THREAD_RESOLUTION_EVENTS:
+                    resolved = await trio.to_thread.run_sync(resolve)
+                else:
+                    resolved = resolve()
+            except MissingEventError as e:
+                wanted = {e.event_id}
+                if not escalated:
+                    escalated = True
+                    for state in state_sets:
+                        wanted.update(state.values())
+                await self._load_auth_closure(wanted, lookup, rejected)
+                if e.event_id not in lookup:
+                    raise LookupError(f"room {self._room_id}: event {e.event_id} is not stored") from None
+                continue
+            return resolved
+
+    async def _load_auth_closure(self, event_ids: Iterable[str], lookup: dict[str, dict], rejected: set[str]) -> None:
+        """Put ``event_ids`` and their auth chains into ``lookup`` (breadth first, one
+        ``get_events`` per level for what is not in memory)."""
+        frontier = {e for e in event_ids if e not in lookup}
+        absent: set[str] = set()
+        while frontier:
+            rest = []
+            parents: set[str] = set()
+            for event_id in frontier:
+                pdu = self._current_events.get(event_id)
+                if pdu is None:
+                    rest.append(event_id)
+                else:
+                    lookup[event_id] = pdu
+                    parents.update(event_refs(pdu, "auth_events"))
+            known = await self.known_events(rest) if rest else {}
+            for event_id in rest:
+                entry = known.get(event_id)
+                if entry is None:
+                    absent.add(event_id)
+                    continue
+                lookup[event_id] = entry.json
+                if entry.rejected:
+                    rejected.add(event_id)
+                parents.update(event_refs(entry.json, "auth_events"))
+            frontier = parents - lookup.keys() - absent
+
+    async def _snapshot(
+        self,
+        event_id: str,
+        state_before: Mapping[StateKey, str],
+        own_change: Mapping[StateKey, str],
+        state_after: Mapping[StateKey, str],
+        prev_events: Sequence[str],
+    ) -> tuple[str | None, dict[StateKey, str | None], str | None]:
+        """How to store the state after ``event_id``: ``(base_ref, delta, ref)``.
+
+        The base is the prev event's snapshot giving the smallest delta (a ``None``
+        value removes a key); with no prev the snapshot is full (base None). The
+        ref is the base's when the delta is empty (the state is shared).
+        """
+        best: tuple[str, dict[StateKey, str | None]] | None = None
+        for ref in dict.fromkeys(await self._state_refs(prev_events)):
+            base = await self._state_map(ref)
+            delta: dict[StateKey, str | None]
+            if base is state_before:
+                delta = {k: v for k, v in own_change.items() if base.get(k) != v}
+            else:
+                delta = _diff(base, state_after)
+            if best is None or len(delta) < len(best[1]):
+                best = (ref, delta)
+            if not delta:
+                break
+        if best is None:  # no prev events: a full snapshot (or no state at all)
+            return (None, dict(state_after), event_id) if state_after else (None, {}, None)
+        ref, delta = best
+        return ref, delta, (ref if not delta else event_id)
+
+    async def _current_after(self, new_extremities: frozenset[str], pdu: Pdu, state_after: StateMap) -> StateMap:
+        """The current state once ``pdu`` (with ``state_after``) joined the DAG and
+        the extremities became ``new_extremities``: their resolved state."""
+        if new_extremities == {pdu.event_id}:
+            return state_after
+        maps = [state_after]
+        for extremity in sorted(new_extremities - {pdu.event_id}):
+            maps.append(await self._state_map(self._ext_ref[extremity]))
+        resolved = await self._resolve(maps, {pdu.event_id: pdu.json})
+        return self._current if resolved == self._current else resolved
+
+    # ----------------------------------------------------------------------------------
+    # Commit, then apply
+    # ----------------------------------------------------------------------------------
+
+    async def _commit_event(
+        self,
+        pdu: Pdu,
+        *,
+        state_before: Mapping[StateKey, str] | None,
+        own_change: Mapping[StateKey, str],
+        becomes_extremity: bool,
+        outlier: bool = False,
+        rejection_reason: str | None = None,
+        soft_failed: bool = False,
+        txn: TxnRecord | None = None,
+    ) -> int:
+        """Checkpoint one event (ONE ``db.write``), then apply it in memory.
+        Returns its stream ordering."""
+        event_id = pdu.event_id
+        # --- compute (may read; writes nothing) -----------------------------------
+        state_after: StateMap | None = None
+        base_ref: str | None = None
+        delta: dict[StateKey, str | None] = {}
+        ref: str | None = None
+        if state_before is not None:
+            state_after = {**state_before, **own_change} if own_change else state_before  # type: ignore[assignment]
+            base_ref, delta, ref = await self._snapshot(event_id, state_before, own_change, state_after, pdu.prev_events)
+        new_extremities: frozenset[str] | None = None
+        new_current: StateMap | None = None
+        current_delta: dict[StateKey, str | None] = {}
+        new_state_events: dict[str, dict[str, Any]] = {}
+        if becomes_extremity:
+            assert state_after is not None and ref is not None
+            new_extremities = update_forward_extremities(self._extremities, event_id, pdu.prev_events)
+            new_current = await self._current_after(new_extremities, pdu, state_after)
+            current_delta = _diff(self._current, new_current)
+            added = {v for v in current_delta.values() if v is not None and v not in self._current_events}
+            if event_id in added:
+                added.discard(event_id)
+                new_state_events[event_id] = pdu.json
+            new_state_events.update(await self._events_json(added))
+        cp = Checkpoint(
+            room_id=self._room_id,
+            room_version=self.room_version,
+            events=(
+                self._new_event(
+                    pdu,
+                    outlier=outlier,
+                    rejection_reason=rejection_reason,
+                    soft_failed=soft_failed,
+                    state_base_ref=base_ref,
+                    state_delta=delta,
+                ),
+            ),
+            forward_extremities=new_extremities,
+            current_state_delta=current_delta,
+            txn=txn,
+        )
+        # --- commit ---------------------------------------------------------------
+        orderings = await self._db.write(store.checkpoint, cp)
+        stream_ordering = orderings[event_id]
+        # --- apply (synchronous from here on) -------------------------------------
+        self._events.put(
+            event_id,
+            self._known(pdu, stream_ordering, ref, outlier=outlier, rejected=rejection_reason is not None, soft_failed=soft_failed),
+        )
+        if ref is not None and state_after is not None:
+            self._states.put(ref, state_after)
+        if new_extremities is not None:
+            self._ext_depth = {e: self._ext_depth[e] for e in new_extremities if e != event_id}
+            self._ext_depth[event_id] = pdu.depth
+            self._ext_ref = {e: self._ext_ref[e] for e in new_extremities if e != event_id}
+            assert ref is not None
+            self._ext_ref[event_id] = ref
+            self._extremities = new_extremities
+        if new_current is not None and new_current is not self._current:
+            self._apply_current(new_current, current_delta, new_state_events)
+        return stream_ordering
+
+    def _apply_current(
+        self,
+        new_current: StateMap,
+        delta: Mapping[StateKey, str | None],
+        new_state_events: Mapping[str, dict[str, Any]],
+    ) -> None:
+        events = {**self._current_events, **new_state_events}
+        live = set(new_current.values())
+        for event_id in [e for e in events if e not in live]:
+            del events[event_id]
+        members = dict(self._members)
+        for (event_type, state_key), event_id in delta.items():
+            if event_type != _MEMBER:
+                continue
+            membership = None if event_id is None else _membership(events[event_id])
+            if membership is None:
+                members.pop(state_key, None)
+            else:
+                members[state_key] = membership
+        self._current = new_current
+        self._current_events = events
+        self._members = members
+
+    def _new_event(
+        self,
+        pdu: Pdu,
+        *,
+        outlier: bool = False,
+        rejection_reason: str | None = None,
+        soft_failed: bool = False,
+        state_base_ref: str | None,
+        state_delta: Mapping[StateKey, str | None],
+    ) -> NewEvent:
+        return NewEvent(
+            event_id=pdu.event_id,
+            room_id=self._room_id,
+            json=pdu.json,
+            depth=pdu.depth,
+            type=pdu.type,
+            state_key=pdu.state_key,
+            sender=pdu.sender,
+            origin_server_ts=pdu.origin_server_ts,
+            prev_events=tuple(pdu.prev_events),
+            auth_events=tuple(pdu.auth_events),
+            outlier=outlier,
+            rejection_reason=rejection_reason,
+            soft_failed=soft_failed,
+            state_base_ref=state_base_ref,
+            state_delta=state_delta,
+        )
+
+    def _known(
+        self,
+        pdu: Pdu,
+        stream_ordering: int,
+        state_after_ref: str | None,
+        *,
+        outlier: bool = False,
+        rejected: bool = False,
+        soft_failed: bool = False,
+    ) -> KnownEvent:
+        return KnownEvent(
+            event_id=pdu.event_id,
+            room_id=pdu.room_id,
+            json=pdu.json,
+            depth=pdu.depth,
+            stream_ordering=stream_ordering,
+            state_after_ref=state_after_ref,
+            outlier=outlier,
+            rejected=rejected,
+            soft_failed=soft_failed,
+        )
+
+    # ----------------------------------------------------------------------------------
+    # Small helpers
+    # ----------------------------------------------------------------------------------
+
+    async def _txn_result(self, txn: TxnRecord) -> SendResult | BadEvent | None:
+        """The answer to an earlier send with the same transaction ID, if any."""
+        earlier = self._txns.get(txn)
+        if earlier is not None:
+            return earlier
+        event_id = await self._db.read(store.get_txn_event, txn)
+        if event_id is None:
+            return None
+        known = (await self.known_events([event_id]))[event_id]
+        if known.room_id != self._room_id:
+            # txn_ids is keyed by (user, device, txn) alone: the ID is spent.
+            return BadEvent(
+                errcode="M_INVALID_PARAM",
+                error=f"transaction ID {txn.txn_id!r} was already used for a different room",
+            )
+        assert known.stream_ordering is not None
+        result = SendResult(event_id=EventId(event_id), stream_ordering=known.stream_ordering)
+        self._txns.put(txn, result)
+        return result
+
+    def _create_hint(self) -> str | None:
+        assert self._rules is not None
+        return None if self._rules.create_event_in_auth_events else self._create_id
+
+
+def _errcode(error: InvalidEvent) -> str:
+    if error.rule == "c2s: Size limits":
+        return "M_TOO_LARGE"
+    return error.errcode

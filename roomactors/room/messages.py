@@ -1,0 +1,193 @@
+"""What goes into a room actor's mailbox, and what comes back.
+
+Theory of operation
+-------------------
+Every request is a frozen, slotted, keyword-only dataclass carrying ``reply``: the
+send end of a channel the asker waits on (``RoomRegistry.ask`` makes a one-slot
+one). The actor answers each request exactly once with a *value* — a result noun
+(``SendResult``, ``StateView``, ``PduOutcome``) or an expected failure
+(``Forbidden``, ``BadEvent``, ``UnknownRoom``) — and then closes ``reply``. If the
+actor crashes mid-request it still closes ``reply``, so the asker sees
+``trio.EndOfChannel`` instead of waiting for its timeout. Replies that cannot be
+delivered (the asker was cancelled and closed its end, or is not waiting on a full
+channel) are dropped: the work is done and committed regardless (house rule 7).
+
+Naming: requests are verb-noun (``SendEvent``), results are nouns, ``Stop`` is the
+one request without a reply.
+
+::
+
+    asker ──SendEvent(reply=tx)──► mailbox ──► actor: build, check_auth,
+      ▲                                         checkpoint (ONE db.write),
+      └──────── SendResult | Forbidden ◄─────── apply in memory, reply, close tx
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+import trio
+
+from roomactors.protocol.ids import EventId, RoomId, UserId
+
+if TYPE_CHECKING:
+    from storage.rooms import TxnRecord
+
+__all__ = [
+    "StateKey",
+    "StateMap",
+    "CreateRoom",
+    "SendEvent",
+    "IngestPdu",
+    "GetState",
+    "Stop",
+    "RoomMessage",
+    "SendResult",
+    "Forbidden",
+    "BadEvent",
+    "UnknownRoom",
+    "PduStatus",
+    "PduOutcome",
+    "StateView",
+]
+
+StateKey = tuple[str, str]
+#: ``(type, state_key)`` -> event ID.
+StateMap = dict[StateKey, str]
+
+
+# --------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendResult:
+    """The event was committed (or had been, for a repeated transaction ID)."""
+
+    event_id: EventId
+    stream_ordering: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forbidden:
+    """The authorization rules refuse the event; nothing was written (API: 403)."""
+
+    error: str
+    rule: str | None
+    errcode: str = "M_FORBIDDEN"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BadEvent:
+    """The request does not make a valid event (too large, malformed content …)."""
+
+    errcode: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownRoom:
+    """The room has no events on this server (API: 404)."""
+
+    room_id: RoomId
+    errcode: str = "M_NOT_FOUND"
+
+
+#: How an inbound PDU ended (server-server API "Checks performed on receipt of a PDU"):
+#:
+#: * ``accepted`` — passed steps 4–6: in the DAG, may be an extremity, may change state;
+#: * ``rejected`` — failed step 4 or 5: stored with the reason, never state or extremity;
+#: * ``soft_failed`` — failed step 6 only: stored, hidden from clients, never extremity;
+#: * ``outlier`` — passed step 4 but its prev events are unknown: stored without state;
+#: * ``duplicate`` — already stored (nothing done);
+#: * ``invalid`` — not a valid event of this room (step 1, or another room): dropped;
+#: * ``missing_auth_events`` — some listed auth events are unknown, so step 4 cannot
+#:   run: nothing stored; fetch them (``PduOutcome.missing``) and ingest again.
+PduStatus = Literal[
+    "accepted", "rejected", "soft_failed", "outlier", "duplicate", "invalid", "missing_auth_events"
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PduOutcome:
+    event_id: EventId | None
+    status: PduStatus
+    #: The failed check, e.g. ``"step 5: auth 4.4.1: sender is not joined"``.
+    reason: str | None = None
+    #: The unknown events: prev events (``outlier``) or auth events (``missing_auth_events``).
+    missing: tuple[EventId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateView:
+    """The room as the actor holds it right now (read-only snapshots)."""
+
+    room_id: RoomId
+    room_version: str
+    current_state: Mapping[StateKey, str]
+    #: event ID -> PDU JSON, for every event in ``current_state``.
+    state_events: Mapping[str, dict]
+    forward_extremities: frozenset[str]
+    #: The greatest depth among the forward extremities.
+    depth: int
+    #: Users whose current membership is ``join`` (the membership index).
+    joined_members: frozenset[UserId] = field(default_factory=frozenset)
+
+
+# --------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateRoom:
+    """Start the room with this signed ``m.room.create`` PDU (see
+    ``roomactors.room.events.build_create_event``). Valid only for a room with no
+    events. Replies ``SendResult`` or ``BadEvent``."""
+
+    create_event: dict[str, Any]
+    reply: trio.MemorySendChannel[SendResult | BadEvent]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendEvent:
+    """Create, sign and commit a local event from ``sender`` (a user of this server,
+    already authenticated by the caller). ``state_key`` makes it a state event.
+    With ``txn``, a repeat of a committed transaction returns the same event.
+    Replies ``SendResult``, ``Forbidden``, ``BadEvent`` or ``UnknownRoom``."""
+
+    sender: UserId
+    type: str
+    content: dict[str, Any]
+    state_key: str | None = None
+    txn: TxnRecord | None = None
+    reply: trio.MemorySendChannel[SendResult | Forbidden | BadEvent | UnknownRoom]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestPdu:
+    """Run the receipt checks (steps 4–6) on a PDU whose format, signatures and
+    hashes the caller already checked (steps 1–3; redacted if its hash failed).
+    Replies ``PduOutcome`` or ``UnknownRoom``."""
+
+    pdu: dict[str, Any]
+    reply: trio.MemorySendChannel[PduOutcome | UnknownRoom]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetState:
+    """Replies ``StateView`` or ``UnknownRoom``."""
+
+    reply: trio.MemorySendChannel[StateView | UnknownRoom]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stop:
+    """Stop if nothing else is waiting in the mailbox (the registry's memory budget).
+    The room reloads from SQLite on its next message. No reply."""
+
+
+RoomMessage = Union[CreateRoom, SendEvent, IngestPdu, GetState, Stop]
