@@ -107,9 +107,9 @@ def whole_state_passes(version: str, tips: list[dict], events: dict[str, dict]) 
     split = time.perf_counter() - start
     conflicted = set().union(*per_set)
     post = state_res._post_order(ctx, sorted(conflicted))
-    mask = state_res._ancestor_masks(ctx, post, per_set)
+    mask = state_res._chain_masks(ctx, post, per_set)
     start = time.perf_counter()
-    state_res._auth_difference(ctx, unconflicted, mask, len(tips))
+    state_res._auth_difference(ctx, unconflicted, conflicted, mask, len(tips))
     return split + time.perf_counter() - start
 
 

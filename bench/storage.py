@@ -10,7 +10,7 @@ event (event row, prev/auth edges, state snapshot for state events, forward
 extremities replaced, current-state upsert, txn ID for messages) through
 ``Database.write``, on a file database with ``journal_mode=WAL`` and
 ``synchronous=FULL`` (an fsync per commit). Event JSON is realistic: v11-shaped
-PDUs with hashes, a signature, three auth events and a ~650-character message body
+PDUs with hashes, a signature, three auth events and a ~340-character message body
 (~1 KB of JSON); member events carry a displayname and avatar URL (~0.75 KB).
 
 1. **Throughput**: checkpoints (= events) per second with 1 writer task, then with
@@ -103,7 +103,7 @@ class BenchRoom:
             content = {"membership": "join", "displayname": f"Benchmark User {who}", "avatar_url": f"mxc://{SERVER}/{_id('', sender)}"}
         else:
             type_, state_key = "m.room.message", None
-            content = {"msgtype": "m.text", "body": BODY[: 640 + self.n % 20]}
+            content = {"msgtype": "m.text", "body": BODY[: 330 + self.n % 20]}
             txn = R.TxnRecord(user_id=sender, device_id="BENCHDEVICE", txn_id=f"{self.room_id}/m{self.n}")
         pdu = self._pdu(event_id, type_, state_key, sender, content)
         delta = {(type_, state_key): event_id} if state_key is not None else {}

@@ -12,7 +12,7 @@ counters. Nothing else starts room tasks (house rule 5)::
                                 └─ …
 
 * **Get-or-spawn.** :meth:`get` looks the room up and, if absent, creates the
-  mailbox, records the entry and ``start_soon``\\ s its supervisor — with no
+  mailbox, records the entry and starts its supervisor (``start_soon``) — with no
   checkpoint between the lookup and the insert, so concurrent callers can never
   spawn two actors for one room. The handle is usable at once: messages wait in
   the mailbox while the actor loads the room from SQLite.
@@ -423,8 +423,8 @@ class RoomRegistry:
     async def _supervise(self, room: _Room) -> None:
         try:
             while True:
-                actor = self._actor_factory(room.room_id)
                 try:
+                    actor = self._actor_factory(room.room_id)
                     await actor.run(room.receive, task_status=_Started(room))
                 except Exception:
                     room.loaded = False

@@ -89,7 +89,7 @@ MAX_BATCH = 512
 
 BUSY_TIMEOUT_MS = 5000
 
-PAGE_SIZE = 8192
+PAGE_SIZE = 4096
 
 
 class DatabaseWriteError(RuntimeError):
@@ -124,8 +124,10 @@ def create_engine(path: str | Path, *, writer: bool, pool_size: int = 1) -> sa.E
             cursor.execute("PRAGMA foreign_keys = ON")
             if writer:
                 # Only takes effect while the file is still empty (before WAL mode and the
-                # first table): 8 KiB pages hold five ~1.5 KB event rows where 4 KiB pages
-                # hold two, 16% fewer bytes per event (bench/storage.py).
+                # first table). Measured with bench/storage.py's workload: 8 KiB pages
+                # store ~15% fewer bytes per event (fewer half-empty pages), but every
+                # index leaf a commit dirties is written whole to the WAL, and 8 KiB
+                # pages wrote 3-5x the bytes per event; 4 KiB wins.
                 cursor.execute(f"PRAGMA page_size = {PAGE_SIZE}")
                 mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode not in ("wal", "memory"):

@@ -11,7 +11,9 @@ Column names are the spec's field names (``prev_events`` edges, ``auth_events``
 edges, ``state_key``, ``origin_server_ts``, ``outlier``, ``soft_failed``,
 ``forward_extremities``). Tables with a text primary key are ``WITHOUT ROWID``
 (SQLite stores the row in the primary-key b-tree itself, so the key is stored once).
-Every index serves a query in ``storage/rooms.py``; none is speculative.
+Every index serves a query in ``storage/rooms.py``; none is speculative. Indexes keyed
+by random event IDs cost the most at commit (each insert dirties its own leaf page,
+written whole to the WAL), so a table gets one only for a query that needs it.
 
 State storage (see ``storage/rooms.py`` for the algorithm)::
 
@@ -92,20 +94,22 @@ events = sa.Table(
     sqlite_autoincrement=True,
 )
 
+# The edges are append-only rowid tables without an index: nothing reads them by SQL
+# yet (the actor reads prev_events/auth_events from the JSON), and a b-tree keyed by
+# random event IDs would dirty one more page per edge and commit. The first query
+# that walks edges (auth chains for federation) adds its index in a migration.
 event_edges = sa.Table(
     "event_edges",
     metadata,
-    sa.Column("event_id", sa.Text, sa.ForeignKey("events.event_id"), primary_key=True),
-    sa.Column("prev_event_id", sa.Text, primary_key=True),
-    sqlite_with_rowid=False,
+    sa.Column("event_id", sa.Text, sa.ForeignKey("events.event_id"), nullable=False),
+    sa.Column("prev_event_id", sa.Text, nullable=False),
 )
 
 event_auth_edges = sa.Table(
     "event_auth_edges",
     metadata,
-    sa.Column("event_id", sa.Text, sa.ForeignKey("events.event_id"), primary_key=True),
-    sa.Column("auth_event_id", sa.Text, primary_key=True),
-    sqlite_with_rowid=False,
+    sa.Column("event_id", sa.Text, sa.ForeignKey("events.event_id"), nullable=False),
+    sa.Column("auth_event_id", sa.Text, nullable=False),
 )
 
 state_snapshots = sa.Table(

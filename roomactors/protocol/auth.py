@@ -63,8 +63,14 @@ Invariants and choices:
   adds or changes must parse, since the rules compare it with the sender's level;
   in v1–v9 an unparseable value the rules never look at (e.g. in the room's first
   PL event) is tolerated, as the spec does.
-* With no ``m.room.join_rules`` event in the state the join rule is taken to be
-  ``invite`` (the spec is silent; Synapse and ruma do the same).
+* With no ``m.room.join_rules`` event in the state, or one whose content has no
+  ``join_rule`` property, the join rule is taken to be ``invite``. The spec gives no
+  default for either; Synapse reads both as ``invite`` (``event_auth``:
+  ``content.get("join_rule", JoinRules.INVITE)``), and differing from it on who may
+  join would split rooms, so we do the same. A ``join_rule`` that is present but is
+  not one of the spec's values — including ``null`` and non-strings — is taken as
+  is, as Synapse does: it matches no rule, so joins (even an invited user's) and
+  knocks are refused.
 * Hashing the create event to learn its ID (v12 rule 2, and the creator's first
   join in v3–v11) would dominate state resolution, so IDs are memoised by object
   identity in a small bounded cache (:func:`_create_event_id`); events are
@@ -382,22 +388,31 @@ def _send_level(power_levels_event: dict | None, event_type: str, is_state: bool
 
 
 def is_power_event(event: dict) -> bool:
-    """A *power event* as rooms/fragments/v2-state-res defines it: a state event of type
-    ``m.room.power_levels`` or ``m.room.join_rules``, or an ``m.room.member`` state event
-    with ``membership`` ``leave`` or ``ban`` whose ``sender`` is not its ``state_key``.
+    """A *power event* for state resolution v2/v2.1, as Synapse and ruma define it: a
+    state event whose ``(type, state_key)`` is ``("m.room.power_levels", "")``,
+    ``("m.room.join_rules", "")`` or ``("m.room.create", "")``, or an ``m.room.member``
+    event with ``membership`` ``leave`` or ``ban`` whose ``sender`` is not its
+    ``state_key``.
 
-    This follows the spec text: the create event is not included and ``state_key`` is
-    not required to be empty (Synapse and ruma add the create event and require ``""``;
-    neither changes results for a well-formed room).
+    rooms/fragments/v2-state-res "Power events" names "a state event with type
+    ``m.room.power_levels`` or ``m.room.join_rules``" and the member case, without the
+    create event or the empty ``state_key``. The deployed implementations
+    (Synapse ``_is_power_event``, ruma ``is_power_event``) agree on the reading above,
+    and it decides which events step 1 sorts by power rather than by mainline: a
+    server that differs from them resolves some rooms differently and splits them.
+    So we follow them (see ``state_res``'s module docstring).
     """
     if not isinstance(event, dict) or "state_key" not in event:
         return False
     event_type = event.get("type")
-    if event_type in ("m.room.power_levels", "m.room.join_rules"):
-        return True
+    if event_type in _POWER_EVENT_TYPES:
+        return event.get("state_key") == ""
     if event_type == _MEMBER:
         return _content(event).get("membership") in ("leave", "ban") and event.get("sender") != event.get("state_key")
     return False
+
+
+_POWER_EVENT_TYPES = frozenset({"m.room.power_levels", "m.room.join_rules", "m.room.create"})
 
 
 # --------------------------------------------------------------------------------------
@@ -526,7 +541,9 @@ class _Check:
         join_rules = self.state.get(JOIN_RULES_KEY)
         if join_rules is None:
             return "invite"  # no m.room.join_rules event: invite-only (see module docstring)
-        return _content(join_rules).get("join_rule")
+        # No join_rule property: invite-only too. Any other value, even a non-string,
+        # is taken as is and matches no rule (see module docstring).
+        return _content(join_rules).get("join_rule", "invite")
 
     def the_create_event_id(self) -> str | None:
         if self.create_event_id is not None:

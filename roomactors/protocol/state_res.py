@@ -18,7 +18,8 @@ Which algorithm runs is ``get_rules(room_version).state_res``:
   stopping at the first event the auth rules refuse; every other conflicted key
   takes the highest-``depth`` / lowest-``sha1`` event that passes auth.
 * ``V2`` (fragments/v2-state-res) and ``V2_1`` (rooms/v12 "State resolution"),
-  the five numbered steps of the spec's *Algorithm*, on the definitions above it:
+  the five numbered steps of the spec's *Algorithm*, on the definitions above it,
+  read as the deployed implementations read them (see *Readings* below):
 
   ::
 
@@ -27,12 +28,58 @@ Which algorithm runs is ``get_rules(room_version).state_res``:
              ▼                             conflicted set   C  (everything else)
        full conflicted set F = C ∪ auth difference [∪ conflicted subgraph (v2.1)]
              │
-             ├─ step 1: X = power events of F + their auth-chain ancestors in F,
-             │          reverse topological power ordering (Kahn + heap)
+             ├─ step 1: G = power events of F + the F events reached from them
+             │          through F; reverse topological power ordering (Kahn + heap)
              ├─ step 2: iterative auth checks from U (v2) / from {} (v2.1)
-             ├─ step 3: F − X in mainline order of the resolved power_levels
+             ├─ step 3: F − G in mainline order of the resolved power_levels
              ├─ step 4: iterative auth checks, continuing
              └─ step 5: overwrite with U
+
+Readings
+--------
+Where the spec's text is imprecise and Synapse and ruma (the deployed servers)
+agree, we follow them: servers that resolve the same state sets differently split
+the room, and those two are the room's other members. ``tests/interop/`` checks
+each reading against Synapse.
+
+* **Full auth chain of a state set** (fragments/v2-state-res "Auth difference":
+  "the full auth chain for each state Si, that is the union of the auth chains for
+  each event in Si"). Read with "Auth chain" (E's auth events, theirs, and so on),
+  that would leave Si's own events out. Synapse (``get_auth_chain_difference``, its
+  chain cover index) and ruma (the auth chain sets its ``resolve`` is given, built
+  by its store's ``auth_event_ids``, which starts from the events themselves) count
+  them in: ``Ci`` is the events of ``Si`` *and* all their auth ancestors. The difference shows when an
+  event of every ``Si`` is cited by one set's conflicted events only (a member
+  event cited by one fork's power-levels change): literally it joins the auth
+  difference, and as a low-power ancestor of a power event it holds that event
+  back in step 1; here it is in every ``Ci`` and stays out.
+* **Power events** (fragments/v2-state-res "Power events"): ``(type, state_key)``
+  is ``(m.room.power_levels, "")``, ``(m.room.join_rules, "")`` or
+  ``(m.room.create, "")``, or a leave/ban ``m.room.member`` whose sender is not its
+  state_key. The spec's sentence names the two types without the create event or
+  the empty state_key; see :func:`~roomactors.protocol.auth.is_power_event`.
+* **Reverse topological power ordering** (step 1: "Select the set X of all power
+  events that appear in the full conflicted set. For each such power event P,
+  enlarge X by adding the events in the auth chain of P which also belong to the
+  full conflicted set", sorted by the "topological ordering based on the DAG formed
+  by auth events"). Synapse (``_add_event_and_auth_chain_to_graph``) and ruma
+  (``add_event_and_auth_chain_to_graph``) build the graph ``G`` by walking
+  ``auth_events`` from the power events *through events of F only*: an auth event
+  outside F is neither added nor followed, so an F event reachable from a power
+  event only through events outside F is not in ``G``, and two events of ``G``
+  related only through such events are unordered. ``G``'s edges are the direct
+  ``auth_events`` edges among its nodes; Kahn's algorithm picks the smallest ready
+  node by (higher sender power from the event's own auth events, lower
+  ``origin_server_ts``, lower ``event_id``). Step 3's "remaining events" are
+  ``F − G``.
+
+::
+
+        PL_new (power, in F)     J_bob is in every state set's chain, so not in F.
+          │                      G = {PL_new, PL_old} with no edge: PL_new may sort
+        J_bob (not in F)         before PL_old if its sender is more powerful. In
+          │                      v2.1, when both are conflicted, the conflicted
+        PL_old (power, in F)     subgraph puts J_bob in F and the path reappears.
 
 Cost
 ----
@@ -41,48 +88,31 @@ and the union ``A`` of their auth chains — not by the size of the room:
 
 * One iterative DFS over ``C ∪ A`` gives a post-order (auth events before the
   events citing them; no recursion limit). One pass over it in each direction
-  computes, for every node, which state sets' conflicted events it is an
-  ancestor of (a bit mask), whether it reaches a conflicted event (v2.1
-  subgraph), and whether it is an ancestor of a power event (step 1). Each node
-  is expanded once; no auth chain is walked per event.
+  computes, for every node, which state sets' ``C'i`` (conflicted events and their
+  ancestors) it is in (a bit mask), and whether it reaches a conflicted event
+  (v2.1 subgraph). Each node is expanded once; no auth chain is walked per event.
+* Step 1's graph is walked from the power events through F only, once per edge.
 * The partial state of the iterative auth checks is an overlay on the
   unconflicted map (v2) or on nothing (v2.1). The unconflicted map is built once,
   by copying the first state set and dropping the conflicted keys, and becomes
   the result.
 
-Two steps necessarily look at the whole state, and run as C-level set and
-iterator operations rather than Python loops:
+Two steps may look at the whole state, and run as C-level set and iterator
+operations rather than Python loops:
 
 * the split, as symmetric differences of dict item views;
-* the *auth difference*, which the spec defines as ``∪Ci − ∩Ci`` over the FULL
-  auth chains of each state set. Every unconflicted event is in every ``Si``, so
-  its auth chain lies in every ``Ci``: the difference is
-  ``(∪C'i − ∩C'i) − chains(U)``, with ``C'i`` the auth chains of ``Si``'s
-  conflicted events only. The candidates ``∪C'i − ∩C'i`` come from the masks;
-  ``chains(U)`` only strikes candidates out. That walk is skipped when there are
-  no candidates, stops when none is left, never descends below a node already in
-  every ``C'i`` (its whole chain is too), and reads each unconflicted event's
-  ``auth_events`` at most once, level by level with set operations. Skipping it
-  would let an event that an unconflicted event depends on into the full
-  conflicted set, which the spec does not allow.
-
-Reverse topological power ordering
-----------------------------------
-The spec asks for the lexicographically smallest topological order of ``X``
-under the auth DAG. Two events of ``X`` may be related only through events
-outside ``X`` (possible in v2, e.g. ``PL_new → J_bob → PL_old`` with ``J_bob`` in
-every auth chain). Such *connector* events (ancestors of an ``X`` event that
-themselves reach an ``X`` event) join Kahn's graph with top priority and are not
-emitted, so the order respects ancestry, not only direct edges. In v2.1 ``X`` is
-path-closed (the conflicted subgraph guarantees it) and connectors never occur.
-
-::
-
-        PL_new (X)         Kahn sees PL_old → J_bob → PL_new; J_bob is popped
-          │                as soon as PL_old is, so PL_new can never be placed
-        J_bob (connector)  before PL_old whatever their power / ts / id keys.
-          │
-        PL_old (X)
+* the *auth difference* ``∪Ci − ∩Ci``. Every ``Si`` is ``U`` plus its conflicted
+  events ``Ki``, so ``Ci = C(U) ∪ C'i`` with ``C(U)`` (the unconflicted events and
+  their ancestors) in every ``Ci``: the difference is ``(∪C'i − ∩C'i) − C(U)``.
+  The candidates ``∪C'i − ∩C'i`` come from the masks; those in ``C`` are dropped
+  (F takes ``C`` whole), and those that are unconflicted events are found by
+  looking up their own key in ``U`` — no pass over ``U``. Only if a candidate is
+  left (an event some ``Ki`` reaches that is not itself in ``U``, e.g. a power-levels
+  event one fork replaced) must ``C(U)`` be searched for it: a walk down from ``U``,
+  level by level with set operations, which reads each unconflicted event's
+  ``auth_events`` at most once, never descends below a node in every ``C'i`` (its
+  whole chain is too) and stops when no candidate is left. Skipping it would let
+  an event that an unconflicted event depends on into F, which no reading allows.
 
 Room-version details
 --------------------
@@ -411,39 +441,56 @@ def _post_order(ctx: _Context, roots: Iterable[str]) -> list[str]:
     return order
 
 
-def _ancestor_masks(ctx: _Context, post: list[str], per_set: list[set[str]]) -> dict[str, int]:
-    """For each node of ``post``: bit i set iff it is in the auth chain of a conflicted
-    event of state set i (``C'i``). Nodes in no chain are absent."""
-    own: dict[str, int] = {}
+def _chain_masks(ctx: _Context, post: list[str], per_set: list[set[str]]) -> dict[str, int]:
+    """For each node of ``post``: bit i set iff it is one of state set i's conflicted
+    events or in the auth chain of one (``C'i``: those events and their ancestors)."""
+    mask: dict[str, int] = {}
     for i, ids in enumerate(per_set):
         bit = 1 << i
         for eid in ids:
-            own[eid] = own.get(eid, 0) | bit
-    mask: dict[str, int] = {}
+            mask[eid] = mask.get(eid, 0) | bit
     auth_ids = ctx.auth_ids
     for node in reversed(post):  # every event before its auth events
-        m = own.get(node, 0) | mask.get(node, 0)
+        m = mask.get(node)
         if m:
             for aid in auth_ids(node):
                 mask[aid] = mask.get(aid, 0) | m
     return mask
 
 
-def _auth_difference(
-    ctx: _Context, unconflicted: Mapping[StateKey, str], mask: Mapping[str, int], n_sets: int
-) -> set[str]:
-    """fragments/v2-state-res "Auth difference", ``∪Ci − ∩Ci`` over full auth chains.
+def _in_state_map(state: Mapping[StateKey, str], event_id: str, event: dict) -> bool:
+    """Is ``event_id`` the value of ``state`` under the event's own key?"""
+    event_type, state_key = event.get("type"), event.get("state_key")
+    return isinstance(event_type, str) and isinstance(state_key, str) and state.get((event_type, state_key)) == event_id
 
-    Candidates are in some but not all ``C'i``; those in the auth chain of an
-    unconflicted event are in every ``Ci`` and are struck out. That walk goes level
-    by level with set operations, never below a node in every ``C'i`` (its whole
-    auth chain is too), and stops once no candidate is left.
+
+def _auth_difference(
+    ctx: _Context, unconflicted: Mapping[StateKey, str], conflicted: set[str], mask: Mapping[str, int], n_sets: int
+) -> set[str]:
+    """fragments/v2-state-res "Auth difference" ``∪Ci − ∩Ci``, less the conflicted set.
+
+    ``Ci`` is the full auth chain of ``Si``: its events and all their auth ancestors
+    (see the module docstring). With ``Si = U ∪ Ki`` (``Ki``: its conflicted events),
+    ``Ci = C(U) ∪ C'i``, and ``C(U)`` is in every ``Ci``, so the difference is
+    ``(∪C'i − ∩C'i) − C(U)``. The candidates come from the masks, less the conflicted
+    set (the caller adds it whole). Candidates that are unconflicted events are found
+    by their own key, without reading ``U``. Only if some candidate is left is ``U``
+    read: its events are struck out wholesale (which also catches one stored under a
+    key that is not its own), then every candidate an unconflicted event reaches, by
+    a walk level by level with set operations that never descends below a node in
+    every ``C'i`` (its whole auth chain is too) and stops once no candidate is left.
     """
     full = (1 << n_sets) - 1
-    remaining = {eid for eid, m in mask.items() if m != full}
+    in_every_chain = {eid for eid, m in mask.items() if m == full}
+    remaining = mask.keys() - in_every_chain - conflicted
     if not remaining:
         return remaining
-    in_every_chain = mask.keys() - remaining
+    event = ctx.event
+    remaining = {eid for eid in remaining if not _in_state_map(unconflicted, eid, event(eid))}
+    if not remaining:
+        return remaining
+    # An unconflicted event stored under a key other than its own is still in U.
+    remaining.difference_update(unconflicted.values())
     seen: set[str] = set()
     frontier: Iterable[str] = unconflicted.values()
     while remaining:
@@ -459,8 +506,8 @@ def _auth_difference(
 
 def _conflicted_subgraph(ctx: _Context, post: list[str], conflicted: set[str], mask: Mapping[str, int]) -> set[str]:
     """rooms/v12 "Conflicted state subgraph": events on an auth path between two
-    conflicted events. A node is on one iff it is in a conflicted event's auth chain
-    (``mask``) and some conflicted event is in its own auth chain."""
+    conflicted events. A node is on one iff it is a conflicted event or in the auth
+    chain of one (``mask``) and some conflicted event is in its own auth chain."""
     reaches: set[str] = set()
     auth_ids = ctx.auth_ids
     for node in post:  # auth events first
@@ -471,60 +518,47 @@ def _conflicted_subgraph(ctx: _Context, post: list[str], conflicted: set[str], m
     return {n for n in reaches if n in mask} | conflicted
 
 
-def _power_closure(ctx: _Context, post: list[str], full_conflicted: set[str]) -> tuple[set[str], set[str]]:
-    """Step 1's set ``X`` (power events of the full conflicted set plus the events of
-    their auth chains that are in it), and the connector events for Kahn's graph."""
-    auth_ids = ctx.auth_ids
-    power = {eid for eid in full_conflicted if is_power_event(ctx.event(eid))}
-    ancestors: set[str] = set()  # strict ancestors of a power event
-    for node in reversed(post):
-        if node in power or node in ancestors:
-            ancestors.update(auth_ids(node))
-    chosen = power | (ancestors & full_conflicted)
-    reaches: set[str] = set()  # reaches an event of X
-    for node in post:
-        if node in ancestors and node not in chosen:
-            for aid in auth_ids(node):
-                if aid in chosen or aid in reaches:
-                    reaches.add(node)
-                    break
-    return chosen, reaches
+def _power_graph(ctx: _Context, full_conflicted: set[str]) -> dict[str, tuple[str, ...]]:
+    """Step 1's graph, as Synapse and ruma build it: the power events of the full
+    conflicted set, plus the full-conflicted-set events reached from them by walking
+    ``auth_events`` through full-conflicted-set events only; each node maps to its
+    (distinct) auth events in the graph."""
+    graph: dict[str, tuple[str, ...]] = {}
+    stack = [eid for eid in full_conflicted if is_power_event(ctx.event(eid))]
+    while stack:
+        eid = stack.pop()
+        if eid in graph:
+            continue
+        edges = tuple({aid for aid in ctx.auth_ids(eid) if aid in full_conflicted})
+        graph[eid] = edges
+        stack.extend(aid for aid in edges if aid not in graph)
+    return graph
 
 
-def _reverse_topological_power_order(ctx: _Context, chosen: set[str], connectors: set[str]) -> list[str]:
-    """Kahn's algorithm over the auth DAG on ``chosen ∪ connectors``, taking at each
-    step the smallest ready event by (higher sender power, lower ts, lower ID).
-    Connectors go first when ready and are not emitted."""
-    nodes = chosen | connectors
-    indegree: dict[str, int] = {}
+def _reverse_topological_power_order(ctx: _Context, graph: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Kahn's algorithm over ``graph`` (auth events first), taking at each step the
+    smallest ready event by (higher sender power, lower ts, lower ID)."""
+    pending: dict[str, int] = {}
     children: dict[str, list[str]] = {}
-    for node in nodes:
-        n = 0
-        for aid in set(ctx.auth_ids(node)):
-            if aid in nodes:
-                n += 1
-                children.setdefault(aid, []).append(node)
-        indegree[node] = n
+    for node, edges in graph.items():
+        pending[node] = len(edges)
+        for aid in edges:
+            children.setdefault(aid, []).append(node)
 
     def key(eid: str) -> tuple:
-        if eid in connectors:
-            return (0, eid)
-        return (1, -_sender_power(ctx, eid), _ts(ctx.event(eid)), eid)
+        return (-_sender_power(ctx, eid), _ts(ctx.event(eid)), eid)
 
-    heap = [(key(n), n) for n, d in indegree.items() if d == 0]
+    heap = [(key(n), n) for n, d in pending.items() if d == 0]
     heapq.heapify(heap)
     out: list[str] = []
-    done = 0
     while heap:
         _, node = heapq.heappop(heap)
-        done += 1
-        if node in chosen:
-            out.append(node)
+        out.append(node)
         for child in children.get(node, ()):
-            indegree[child] -= 1
-            if indegree[child] == 0:
+            pending[child] -= 1
+            if pending[child] == 0:
                 heapq.heappush(heap, (key(child), child))
-    if done != len(nodes):
+    if len(out) != len(graph):
         raise ValueError("auth_events contain a cycle; state resolution needs a DAG")
     return out
 
@@ -565,14 +599,14 @@ def _resolve_v2(ctx: _Context, state_sets: list[dict[StateKey, str]], *, empty_s
         return unconflicted
 
     post = _post_order(ctx, sorted(conflicted))
-    mask = _ancestor_masks(ctx, post, per_set)
-    full_conflicted = conflicted | _auth_difference(ctx, unconflicted, mask, len(state_sets))
+    mask = _chain_masks(ctx, post, per_set)
+    full_conflicted = conflicted | _auth_difference(ctx, unconflicted, conflicted, mask, len(state_sets))
     if empty_start:
         full_conflicted |= _conflicted_subgraph(ctx, post, conflicted, mask)
 
-    # Step 1: power events and their auth ancestors in the full conflicted set.
-    chosen, connectors = _power_closure(ctx, post, full_conflicted)
-    power_order = _reverse_topological_power_order(ctx, chosen, connectors)
+    # Step 1: the power events and the full-conflicted-set events below them.
+    graph = _power_graph(ctx, full_conflicted)
+    power_order = _reverse_topological_power_order(ctx, graph)
 
     # Step 2: iterative auth checks from the unconflicted map (v2) or empty (v2.1).
     base: Mapping[StateKey, str] = {} if empty_start else unconflicted
@@ -581,7 +615,7 @@ def _resolve_v2(ctx: _Context, state_sets: list[dict[StateKey, str]], *, empty_s
 
     # Steps 3–4: the rest, in mainline order of the partially resolved power levels.
     power_levels = overlay.get(_PL_KEY, base.get(_PL_KEY))
-    rest = _mainline_order(ctx, full_conflicted - chosen, power_levels)
+    rest = _mainline_order(ctx, full_conflicted.difference(graph), power_levels)
     _iterative_auth_checks(ctx, rest, base, overlay)
 
     # Step 5: the unconflicted state map wins (``unconflicted`` is our own copy).

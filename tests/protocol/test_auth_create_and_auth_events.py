@@ -406,7 +406,11 @@ def test_selection_malformed_does_not_crash(v, content):
     assert auth_types_for_event("not an event", v) == set()  # type: ignore[arg-type]
 
 
-# --- Power events (rooms/fragments/v2-state-res) ------------------------------------------------
+# --- Power events (rooms/fragments/v2-state-res, read as Synapse and ruma do) -------------------
+#
+# The create event counts, and power levels / join rules / create count only with
+# state_key "" (Synapse ``_is_power_event``, ruma ``is_power_event``; see
+# ``is_power_event``'s docstring). The spec's sentence has neither condition.
 
 
 @pytest.mark.parametrize(
@@ -414,12 +418,21 @@ def test_selection_malformed_does_not_crash(v, content):
     [
         ({"type": "m.room.power_levels", "state_key": "", "sender": ALICE, "content": {}}, True),
         ({"type": "m.room.join_rules", "state_key": "", "sender": ALICE, "content": {}}, True),
+        ({"type": "m.room.create", "state_key": "", "sender": ALICE, "content": {}}, True),
         ({"type": "m.room.member", "state_key": BOB, "sender": ALICE, "content": {"membership": "leave"}}, True),
         ({"type": "m.room.member", "state_key": BOB, "sender": ALICE, "content": {"membership": "ban"}}, True),
         ({"type": "m.room.member", "state_key": BOB, "sender": BOB, "content": {"membership": "leave"}}, False),
+        ({"type": "m.room.member", "state_key": BOB, "sender": BOB, "content": {"membership": "ban"}}, False),
         ({"type": "m.room.member", "state_key": BOB, "sender": ALICE, "content": {"membership": "invite"}}, False),
-        ({"type": "m.room.create", "state_key": "", "sender": ALICE, "content": {}}, False),
+        ({"type": "m.room.member", "state_key": BOB, "sender": ALICE, "content": {"membership": "join"}}, False),
+        # A non-empty state_key: not the room's power levels / join rules / create.
+        ({"type": "m.room.power_levels", "state_key": "x", "sender": ALICE, "content": {}}, False),
+        ({"type": "m.room.join_rules", "state_key": "x", "sender": ALICE, "content": {}}, False),
+        ({"type": "m.room.create", "state_key": "x", "sender": ALICE, "content": {}}, False),
+        ({"type": "m.room.power_levels", "state_key": None, "sender": ALICE, "content": {}}, False),
         ({"type": "m.room.power_levels", "sender": ALICE, "content": {}}, False),  # not a state event
+        ({"type": "m.room.create", "sender": ALICE, "content": {}}, False),  # not a state event
+        ({"type": "m.room.topic", "state_key": "", "sender": ALICE, "content": {}}, False),
         ({"type": "m.room.message", "sender": ALICE, "content": {}}, False),
         ({"type": "m.room.member", "state_key": BOB, "sender": ALICE, "content": "junk"}, False),
         ("junk", False),

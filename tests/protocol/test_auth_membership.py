@@ -154,9 +154,27 @@ def test_join_public(v):
 @pytest.mark.parametrize("v", ALL_VERSIONS)
 @pytest.mark.parametrize("join_rule", ["private", "Public", None, 5])
 def test_join_unknown_join_rule_rejected(v, join_rule):
+    # A join_rule that is present but no join rule (null and non-strings included) is
+    # taken as is, as Synapse does: it matches no rule, so even an invited user (whom
+    # "invite" would admit) cannot join.
     room = new_room(v)
     room.set_join_rule(join_rule)
     rejects(rule(v, "member", "join", "reject"), room.check, room.member(BOB, "join"))
+    room.set_membership(BOB, "invite", sender=ALICE)
+    rejects(rule(v, "member", "join", "reject"), room.check, room.member(BOB, "join"))
+
+
+@pytest.mark.parametrize("v", ALL_VERSIONS)
+def test_join_rules_event_without_join_rule_is_invite_only(v):
+    # No join_rule property: read as "invite", like a missing join-rules event (the spec
+    # gives no default; Synapse reads content.get("join_rule", "invite")).
+    room = new_room(v)
+    room.force("m.room.join_rules", ALICE, {"allow": []}, "")
+    rejects(rule(v, "member", "join", "reject"), room.check, room.member(BOB, "join"))
+    if v in KNOCK_VERSIONS:
+        rejects(rule(v, "member", "knock", 1), room.check, room.member(BOB, "knock"))
+    room.set_membership(BOB, "invite", sender=ALICE)
+    room.check(room.member(BOB, "join"))
 
 
 @pytest.mark.parametrize("v", ALL_VERSIONS)

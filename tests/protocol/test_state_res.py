@@ -73,8 +73,8 @@ def test_topic_reset(version: str) -> None:
                 └────────────────┴─ (resolve)
 
     Alice sets topic T1, gives Bob 50 (PA), Bob sets topic T2, then Alice bans Bob.
-    The other fork still has T1. Power events (IPOWER, PA, MB, and Bob's join IMB
-    from the auth difference) replay first, so Bob is banned before the topics are
+    The other fork still has T1. Power events (IPOWER, PA, MB, and Bob's join IMB,
+    conflicted with MB and cited by it) replay first, so Bob is banned before the topics are
     replayed in mainline order (T1 at mainline position 1, T2 at 0): T2 now fails,
     and the topic resets to T1 — the documented, intended outcome.
     """
@@ -271,6 +271,118 @@ def test_v21_conflicted_subgraph_keeps_power_chain(version: str) -> None:
     state = dag.resolve_sets(fresh, stale)
     assert state[PL_KEY] == ("PB" if version == "12" else "IPOWER")
     assert state[TOPIC_KEY] == "TC"  # unconflicted, so kept either way
+
+
+# --------------------------------------------------------------------------------------
+# Readings shared with Synapse and ruma (state_res module docstring, "Readings")
+# --------------------------------------------------------------------------------------
+#
+# Each scenario is one where the spec's text, taken literally, gives a different
+# result; the expected values are Synapse's (tests/interop/ checks them against it:
+# probe-auth-difference-state-events-*, probe-power-order-outside-full-conflicted-
+# set-*, probe-power-event-nonempty-state-key-*).
+
+
+@pytest.mark.parametrize("version", ["10", "11"])
+def test_full_auth_chain_includes_the_state_sets_own_events(version: str) -> None:
+    """
+    START ─┬─ KICK (Alice kicks Bob)                          (S1)
+           └─ PL_A (Charlie 100) ─ PL_C (by Charlie: Bob 100)  (S2)
+
+    Charlie's join IMC is in both states; only PL_C cites it. As a state event of S1
+    it is in S1's full auth chain, so it is in every chain and not in the full
+    conflicted set. Step 1 orders IPOWER, PL_A, PL_C, IMB, KICK (Alice and Charlie
+    both at 100, timestamps decide); once PL_C gives Bob 100, Alice's KICK fails
+    (Bob's level is not below hers): Bob stays joined. Taken literally (auth chains of
+    S1's events, which never reach IMC), IMC would join step 1 as PL_C's auth event and,
+    at power 0, hold PL_C back behind KICK, which would then pass.
+    """
+    dag = initial_room(version)
+    dag.add("KICK", MEMBER, ALICE, LEAVE, BOB, prev="START")
+    dag.add("PL_A", POWER, ALICE, dag.power({CHARLIE: 100}), "", prev="START")
+    dag.add("PL_C", POWER, CHARLIE, dag.power({CHARLIE: 100, BOB: 100}), "")
+
+    state = dag.resolve("KICK", "PL_C")
+    assert state[PL_KEY] == "PL_C"
+    assert state[member_key(BOB)] == "IMB"
+
+
+def test_full_auth_chain_includes_the_state_sets_own_events_v12() -> None:
+    """
+    START ─ JR2 (knock) ─┬─ INV_E (Alice invites Eve)                 (S1)
+                         └─ LEAVE_C (Charlie leaves, ts before IMC)   (S2)
+
+    JR2 is in both states and only INV_E cites it: in every full auth chain, and on no
+    auth path between conflicted events, so not in the full conflicted set. Charlie's
+    join IMC is then checked against its own auth event IJR ("public") after LEAVE_C
+    (timestamps) and passes. Taken literally, JR2 would be replayed first and IMC would
+    fail against "knock".
+    """
+    dag = initial_room("12")
+    dag.add("JR2", JOIN_RULES, ALICE, {"join_rule": "knock"}, "", prev="START")
+    dag.add("INV_E", MEMBER, ALICE, {"membership": "invite"}, EVE, prev="JR2")
+    imc_ts = dag.events[dag.id("IMC")]["origin_server_ts"]
+    dag.add("LEAVE_C", MEMBER, CHARLIE, LEAVE, CHARLIE, prev="JR2", ts=imc_ts - 500)
+
+    state = dag.resolve("INV_E", "LEAVE_C")
+    assert state[member_key(CHARLIE)] == "IMC"
+    assert state[JR_KEY] == "JR2"
+
+
+@pytest.mark.parametrize("version", ["10", "11", "12"])
+def test_power_order_walks_auth_events_through_the_full_conflicted_set_only(version: str) -> None:
+    """
+    … ─ IPOWER(Bob 100, Charlie 50) ─ INVITE_C ─ IMC ─ JR_OLD(public, by Charlie)
+      ─ J_BOB ─ T_BOB ─┬──────────────────────────────────────────── (S1)
+                       └─ JR_NEW(invite, Alice) ─ PL_B(by Bob: join_rules needs 100) (S2)
+
+    PL_B cites Bob's join J_BOB, which cites JR_OLD. In v2 J_BOB is in both states (so in
+    every full auth chain) and not in the full conflicted set: the step-1 graph has no
+    path from PL_B to JR_OLD, Charlie's JR_OLD (50) sorts after Bob's PL_B (100) and
+    then fails (join_rules now needs 100): the join rule is JR_NEW. Ordering by auth
+    ancestry through J_BOB, as the spec's "DAG formed by auth events" reads literally,
+    would apply JR_OLD before PL_B and keep it. In v2.1 J_BOB lies on the auth path
+    PL_B → J_BOB → JR_OLD between conflicted events, so the conflicted subgraph puts it
+    in the full conflicted set, the path is in the graph, and JR_OLD is kept.
+    """
+    dag = Dag(version)
+    content: dict = {"room_version": version}
+    if dag.rules.create_event_has_creator:
+        content["creator"] = ALICE
+    dag.add("CREATE", CREATE, ALICE, content, "")
+    dag.add("IMA", MEMBER, ALICE, JOIN, ALICE)
+    dag.add("IPOWER", POWER, ALICE, dag.power({BOB: 100, CHARLIE: 50}), "")
+    dag.add("INVITE_C", MEMBER, ALICE, {"membership": "invite"}, CHARLIE)
+    dag.add("IMC", MEMBER, CHARLIE, JOIN, CHARLIE)
+    dag.add("JR_OLD", JOIN_RULES, CHARLIE, {"join_rule": "public"}, "")
+    dag.add("J_BOB", MEMBER, BOB, JOIN, BOB)
+    dag.add("T_BOB", TOPIC, BOB, {"topic": "bob's"}, "")
+    dag.add("JR_NEW", JOIN_RULES, ALICE, {"join_rule": "invite"}, "", prev="T_BOB")
+    dag.add("PL_B", POWER, BOB, dag.power({BOB: 100, CHARLIE: 50}, events={JOIN_RULES: 100}), "")
+
+    state = dag.resolve("T_BOB", "PL_B")
+    assert state[PL_KEY] == "PL_B"
+    assert state[JR_KEY] == ("JR_OLD" if version == "12" else "JR_NEW")
+
+
+@pytest.mark.parametrize("version", V2_PLUS)
+def test_join_rules_with_a_state_key_are_not_power_events(version: str) -> None:
+    """
+    START ─ PROMOTE(Bob 50) ─┬─ JRX_A (Alice, state_key "x", ts +20 s)
+                             └─ JRX_B (Bob,   state_key "x", ts +15 s)
+
+    Only ``("m.room.join_rules", "")`` is a power event, so both go to the mainline
+    ordering (same position), where the earlier JRX_B replays first and JRX_A, last,
+    wins. Were every join-rules event a power event (the spec's sentence names the
+    type only), Alice's higher power would put JRX_A first and JRX_B would win.
+    """
+    dag = initial_room(version)
+    dag.add("PROMOTE", POWER, ALICE, dag.power({BOB: 50}), "", prev="START")
+    base = dag.events[dag.id("PROMOTE")]["origin_server_ts"]
+    dag.add("JRX_A", JOIN_RULES, ALICE, {"join_rule": "public"}, "x", prev="PROMOTE", ts=base + 20_000)
+    dag.add("JRX_B", JOIN_RULES, BOB, {"join_rule": "invite"}, "x", prev="PROMOTE", ts=base + 15_000)
+
+    assert dag.resolve("JRX_A", "JRX_B")[(JOIN_RULES, "x")] == "JRX_A"
 
 
 # --------------------------------------------------------------------------------------

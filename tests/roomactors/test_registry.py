@@ -375,3 +375,18 @@ async def test_close_cuts_a_restart_backoff_short(world: World, autojump_clock: 
         t0 = trio.current_time()
         registry.close()
     assert trio.current_time() - t0 < 1000.0
+
+
+async def test_a_failing_actor_factory_is_supervised_too(world: World, nursery: trio.Nursery, autojump_clock: Any) -> None:
+    calls = []
+
+    def factory(room_id: str) -> EchoActor:
+        calls.append(room_id)
+        if len(calls) == 1:
+            raise RuntimeError("could not build the actor")
+        return EchoActor(room_id, world, SETTINGS.idle_timeout_s)
+
+    registry = RoomRegistry(actor_factory=factory, settings=SETTINGS, clock=ManualClock())
+    await nursery.start(registry.run)
+    assert await registry.ask(ROOM, echo("second time lucky")) == "second time lucky"
+    assert registry.statistics().crashes == 1 and calls == [ROOM, ROOM]

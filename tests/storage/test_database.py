@@ -251,7 +251,7 @@ async def test_pragmas(db: Database) -> None:
             for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "page_size")
         )
 
-    assert await db.write(writer_pragmas) == ("wal", 2, 1, 5000, 8192)  # synchronous 2 = FULL
+    assert await db.write(writer_pragmas) == ("wal", 2, 1, 5000, 4096)  # synchronous 2 = FULL
 
 
 async def test_close_drains_queued_jobs(db_path: Path) -> None:
