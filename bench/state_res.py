@@ -19,6 +19,8 @@ read the whole state is timed separately. Conflicted: the power levels (2 values
 banned members (2 values each), 2N new joins (1 value each); the auth difference
 adds the 2(N-1) intermediate power levels. A room-size sweep at fixed N shows the
 cost follows the conflicted set and auth difference, not the number of members.
+A last table resolves two concurrent topics (Alice's and Bob's), the common small
+case, where the only auth-difference candidates are unconflicted events.
 """
 
 from __future__ import annotations
@@ -126,6 +128,32 @@ def time_resolve(version: str, members: int, n: int) -> tuple[float, float, int,
     return best, whole, conflicted, len(resolved)
 
 
+def time_topics(version: str, members: int) -> tuple[float, float, int, int]:
+    """The common small case: on two forks, Alice and Bob each set the topic. Each
+    topic cites its sender's join, an unconflicted event only one fork's conflicted
+    event reaches: an auth-difference candidate, struck out by its own key without
+    reading the rest of the state (best of 7)."""
+    tips, events = build_room(version, members, 0)
+    rules = get_rules(version)
+    create = ["$create-bench"] if rules.create_event_in_auth_events else []
+    room_id = events["$ima"]["room_id"]
+    for eid, sender, join in (("$topic-a", ALICE, "$ima"), ("$topic-b", BOB, "$imb")):
+        events[eid] = {
+            "type": "m.room.topic", "sender": sender, "state_key": "", "content": {"topic": eid},
+            "origin_server_ts": 1_800_000_000_000, "depth": len(events) + 1, "prev_events": [],
+            "auth_events": [*create, "$pl0", join], "hashes": {"sha256": "AAAA"}, "signatures": {},
+            "room_id": room_id,
+        }
+    tips = [{**tips[0], ("m.room.topic", ""): "$topic-a"}, {**tips[1], ("m.room.topic", ""): "$topic-b"}]
+    best = whole = float("inf")
+    for _ in range(7):
+        start = time.perf_counter()
+        resolved = resolve_state(version, tips, events)
+        best = min(best, time.perf_counter() - start)
+        whole = min(whole, whole_state_passes(version, tips, events))
+    return best, whole, 1, len(resolved)
+
+
 def table(title: str, rows: list[tuple]) -> None:
     print(title)
     print(f"  {'version':<8} {'members':>8} {'N':>7} {'conflicted keys':>16} {'resolved keys':>14} "
@@ -146,7 +174,11 @@ def main() -> None:
         "Room-size sweep at fixed N (cost should follow N, not members)",
         [(f"v{v}", m, n, time_resolve(v, m, n)) for v in ("11", "12") for n in (100, 1_000) for m in (1_000, 10_000, 50_000)],
     )
-    print("time: best of 5 (N=100), 3 (N=1,000) or 1 (N=10,000) runs of resolve_state.")
+    table(
+        "Two concurrent topics by Alice and Bob (N = 0): no walk over the state",
+        [(f"v{v}", m, 0, time_topics(v, m)) for v in ("11", "12") for m in (1_000, 10_000, 50_000)],
+    )
+    print("time: best of 5 (N=100), 3 (N=1,000) or 1 (N=10,000) runs of resolve_state (7 for the topics).")
     print("split+auth diff: of that, the time in the two steps that read every state entry")
     print("(the split, and the auth difference with its walk over the unconflicted events'")
     print("auth_events); with few conflicts this is the part that follows the room size.")

@@ -100,7 +100,11 @@ class BenchRoom:
             type_, state_key, content = "m.room.create", "", {"room_version": "11", "creator": sender}
         elif kind == "join":
             type_, state_key = "m.room.member", sender
-            content = {"membership": "join", "displayname": f"Benchmark User {who}", "avatar_url": f"mxc://{SERVER}/{_id('', sender)}"}
+            content = {
+                "membership": "join",
+                "displayname": f"Benchmark User {who}",
+                "avatar_url": f"mxc://{SERVER}/{_id('', sender)}",
+            }
         else:
             type_, state_key = "m.room.message", None
             content = {"msgtype": "m.text", "body": BODY[: 330 + self.n % 20]}

@@ -387,6 +387,11 @@ def _send_level(power_levels_event: dict | None, event_type: str, is_state: bool
     return _named_level(power_levels_event, "state_default" if is_state else "events_default", rules)
 
 
+#: Power events by type, when their state_key is "" (a tuple: ``in`` must not hash a
+#: malformed, unhashable ``type``).
+_POWER_EVENT_TYPES = ("m.room.power_levels", "m.room.join_rules", "m.room.create")
+
+
 def is_power_event(event: dict) -> bool:
     """A *power event* for state resolution v2/v2.1, as Synapse and ruma define it: a
     state event whose ``(type, state_key)`` is ``("m.room.power_levels", "")``,
@@ -410,9 +415,6 @@ def is_power_event(event: dict) -> bool:
     if event_type == _MEMBER:
         return _content(event).get("membership") in ("leave", "ban") and event.get("sender") != event.get("state_key")
     return False
-
-
-_POWER_EVENT_TYPES = frozenset({"m.room.power_levels", "m.room.join_rules", "m.room.create"})
 
 
 # --------------------------------------------------------------------------------------

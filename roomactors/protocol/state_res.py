@@ -48,11 +48,11 @@ each reading against Synapse.
   that would leave Si's own events out. Synapse (``get_auth_chain_difference``, its
   chain cover index) and ruma (the auth chain sets its ``resolve`` is given, built
   by its store's ``auth_event_ids``, which starts from the events themselves) count
-  them in: ``Ci`` is the events of ``Si`` *and* all their auth ancestors. The difference shows when an
-  event of every ``Si`` is cited by one set's conflicted events only (a member
-  event cited by one fork's power-levels change): literally it joins the auth
-  difference, and as a low-power ancestor of a power event it holds that event
-  back in step 1; here it is in every ``Ci`` and stays out.
+  them in: ``Ci`` is the events of ``Si`` *and* all their auth ancestors. The two
+  part when an event of every ``Si`` is cited by one set's conflicted events only
+  (a member event cited by one fork's power-levels change): literally it joins the
+  auth difference, and as a low-power ancestor of a power event it holds that
+  event back in step 1; here it is in every ``Ci`` and stays out.
 * **Power events** (fragments/v2-state-res "Power events"): ``(type, state_key)``
   is ``(m.room.power_levels, "")``, ``(m.room.join_rules, "")`` or
   ``(m.room.create, "")``, or a leave/ban ``m.room.member`` whose sender is not its
@@ -106,13 +106,16 @@ operations rather than Python loops:
   their ancestors) in every ``Ci``: the difference is ``(∪C'i − ∩C'i) − C(U)``.
   The candidates ``∪C'i − ∩C'i`` come from the masks; those in ``C`` are dropped
   (F takes ``C`` whole), and those that are unconflicted events are found by
-  looking up their own key in ``U`` — no pass over ``U``. Only if a candidate is
-  left (an event some ``Ki`` reaches that is not itself in ``U``, e.g. a power-levels
-  event one fork replaced) must ``C(U)`` be searched for it: a walk down from ``U``,
-  level by level with set operations, which reads each unconflicted event's
-  ``auth_events`` at most once, never descends below a node in every ``C'i`` (its
-  whole chain is too) and stops when no candidate is left. Skipping it would let
-  an event that an unconflicted event depends on into F, which no reading allows.
+  looking up their own key in ``U`` — no pass over ``U``, which settles the common
+  case (a conflicted event citing its sender's unconflicted membership). Only if a
+  candidate is left (an event some ``Ki`` reaches that is not itself in ``U``, e.g.
+  a power-levels event one fork replaced) must ``C(U)`` be searched for it: ``U``'s
+  events are struck out wholesale (catching one stored under a key not its own),
+  then a walk goes down from ``U``, level by level with set operations, reading
+  each unconflicted event's ``auth_events`` at most once, never descending below a
+  node in every ``C'i`` (its whole chain is too), and stopping when no candidate is
+  left. Skipping it would let an event that an unconflicted event depends on into
+  F, which no reading allows.
 
 Room-version details
 --------------------

@@ -23,13 +23,13 @@ case to the oracle in ONE subprocess call (the ``answers`` fixture), and compare
 * ``probe-*``: hand-built minimal cases for each divergence found or suspected,
   each documented where it is defined.
 
-Where the spec's text is ambiguous or imprecise and Synapse and ruma (the deployed
-implementations) agree, our kernel follows them, because resolving or authorising
-differently splits rooms: a state set's full auth chain includes its own events,
-step 1's graph is walked through the full conflicted set only, power events need
-state_key ``""`` (and include the create event), and a join-rules event without
-``join_rule`` means ``invite``. Those cases are ordinary passing tests (the probes
-that found them stay, as agreeing cases).
+Where the spec's text is ambiguous or imprecise, our kernel follows the deployed
+implementations, because resolving or authorising differently splits rooms. With
+Synapse and ruma: a state set's full auth chain includes its own events, step 1's
+graph is walked through the full conflicted set only, and power events need
+state_key ``""`` (and include the create event); with Synapse: a join-rules event
+without ``join_rule`` means ``invite``. Those cases are ordinary passing tests (the
+probes that found them stay, as agreeing cases).
 
 Where the spec's text is explicit and Synapse departs from it, we keep the spec on
 purpose, and the case is ``xfail(strict=True, reason="deliberate: <spec text> —
@@ -1264,7 +1264,7 @@ def _dag_probe(dag: sd.Dag, *tips: str) -> Bundle:
 for _version in RESOLVE_VERSIONS:
 
     @probe(f"probe-power-order-outside-full-conflicted-set-v{_version}", "resolve")
-    def _probe_connector(version: str = _version) -> Bundle:
+    def _probe_power_order_outside_f(version: str = _version) -> Bundle:
         """Two power events related only through an event outside the full conflicted set.
 
         ::

@@ -435,6 +435,7 @@ def test_selection_malformed_does_not_crash(v, content):
         ({"type": "m.room.topic", "state_key": "", "sender": ALICE, "content": {}}, False),
         ({"type": "m.room.message", "sender": ALICE, "content": {}}, False),
         ({"type": "m.room.member", "state_key": BOB, "sender": ALICE, "content": "junk"}, False),
+        ({"type": ["m.room.power_levels"], "state_key": "", "sender": ALICE, "content": {}}, False),  # unhashable
         ("junk", False),
     ],
 )

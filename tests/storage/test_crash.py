@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import sqlalchemy as sa
 
 from storage import rooms as R
 from storage.db import create_engine
