@@ -161,7 +161,7 @@ class Checkpoint:
     events: tuple[NewEvent, ...]
     forward_extremities: frozenset[str] | None  # the complete new set; None = unchanged
     current_state_delta: Mapping[StateKey, str | None] = field(default_factory=dict)  # None deletes
-    txn: TxnRecord | None = None  # maps (user, device, txn) -> events[-1].event_id
+    txn: TxnRecord | None = None  # maps (user, device, room, txn) -> events[-1].event_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,7 +194,7 @@ class DuplicateEventError(ValueError):
 
 
 class DuplicateTxnError(ValueError):
-    """A checkpoint's (user_id, device_id, txn_id) is already mapped to an event."""
+    """A checkpoint's (user_id, device_id, room_id, txn_id) is already mapped to an event."""
 
 
 class RoomVersionMismatchError(ValueError):
@@ -698,12 +698,13 @@ def get_state(conn: sa.Connection, ref: str) -> StateMap:
     return state
 
 
-def get_txn_event(conn: sa.Connection, txn: TxnRecord) -> str | None:
-    """The event ID a client transaction was mapped to, if any (send idempotency)."""
+def get_txn_event(conn: sa.Connection, room_id: str, txn: TxnRecord) -> str | None:
+    """The event ID a client transaction in ``room_id`` was mapped to, if any (send idempotency)."""
     return conn.execute(
         sa.select(txn_ids.c.event_id).where(
             txn_ids.c.user_id == txn.user_id,
             txn_ids.c.device_id == txn.device_id,
+            txn_ids.c.room_id == room_id,
             txn_ids.c.txn_id == txn.txn_id,
         )
     ).scalar()

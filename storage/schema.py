@@ -158,8 +158,10 @@ txn_ids = sa.Table(
     metadata,
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("device_id", sa.Text, primary_key=True),
+    # The spec scopes a transaction ID to the device and the request path, which
+    # includes the room: the same txnId in two rooms is two requests.
+    sa.Column("room_id", sa.Text, sa.ForeignKey("rooms.room_id"), primary_key=True),
     sa.Column("txn_id", sa.Text, primary_key=True),
-    sa.Column("room_id", sa.Text, sa.ForeignKey("rooms.room_id"), nullable=False),
     sa.Column("event_id", sa.Text, sa.ForeignKey("events.event_id"), nullable=False),
     sqlite_with_rowid=False,
 )

@@ -31,7 +31,7 @@ import orjson
 from .errors import InvalidEvent
 from .room_versions import get_rules
 
-__all__ = ["canonical_json", "check_json_numbers", "CANONICAL_INT_MIN", "CANONICAL_INT_MAX"]
+__all__ = ["canonical_json", "check_json_numbers", "is_plain_json", "CANONICAL_INT_MIN", "CANONICAL_INT_MAX"]
 
 CANONICAL_INT_MAX = 2**53 - 1
 CANONICAL_INT_MIN = -(2**53) + 1
@@ -68,6 +68,39 @@ def _needs_slow_path(value: Any) -> bool:
         else:
             raise InvalidEvent(f"{t.__name__} is not a JSON value", rule="appendices: Canonical JSON")
     return slow
+
+
+def is_plain_json(value: Any) -> bool:
+    """True if ``value`` holds only exact ``dict`` (``str`` keys), ``list``, ``str``,
+    ``bool``, ``None`` and ``int`` inside the canonical range — no floats, big
+    integers, tuples or subclasses.
+
+    For such a value :func:`canonical_json` is exactly ``orjson.dumps(value,
+    option=OPT_SORT_KEYS)`` (when that succeeds: it raises on lone surrogates and
+    nesting beyond 255 levels), ``orjson.loads(orjson.dumps(value))`` is an exact
+    deep copy keeping key order, and :func:`check_json_numbers` passes in every room
+    version. The fast signing path (:mod:`.signing`) relies on these three facts.
+    """
+    stack = [value]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is str or t is bool or v is None:
+            continue
+        if t is int:
+            if not CANONICAL_INT_MIN <= v <= CANONICAL_INT_MAX:
+                return False
+        elif t is dict:
+            for k, item in v.items():
+                if type(k) is not str:
+                    return False
+                push(item)
+        elif t is list:
+            extend(v)
+        else:
+            return False
+    return True
 
 
 def _plain(v: Any) -> Any:

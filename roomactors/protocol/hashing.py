@@ -32,6 +32,7 @@ __all__ = [
     "compute_event_id",
     "compute_event_id_with_rules",
     "compute_room_id",
+    "event_id_from_reference_hash",
 ]
 
 _CONTENT_HASH_EXCLUDED = ("unsigned", "signatures", "hashes")
@@ -69,16 +70,24 @@ def reference_hash(event: dict, rules: RoomVersionRules) -> bytes:
     return hashlib.sha256(canonical_json(redacted)).digest()
 
 
+def event_id_from_reference_hash(digest: bytes, rules: RoomVersionRules) -> str:
+    """v3+: the event ID for an event whose raw reference hash is ``digest`` (``$`` +
+    standard base64 in v3, URL-safe base64 from v4). Raises ``ValueError`` for room
+    versions 1/2, whose event IDs are server-assigned."""
+    if rules.event_id_format is EventIdFormat.REFERENCE_HASH_BASE64:
+        return "$" + encode_base64(digest)
+    if rules.event_id_format is EventIdFormat.SERVER_ASSIGNED:
+        raise ValueError(f"room version {rules.version} event IDs are server-assigned, not hashes")
+    return "$" + encode_base64_urlsafe(digest)
+
+
 def compute_event_id_with_rules(event: dict, rules: RoomVersionRules) -> str:
     if rules.event_id_format is EventIdFormat.SERVER_ASSIGNED:
         event_id = event.get("event_id") if isinstance(event, dict) else None
         if not isinstance(event_id, str):
             raise InvalidEvent("room versions 1 and 2 need an event_id in the PDU", rule="rooms v1: Event IDs")
         return event_id
-    digest = reference_hash(event, rules)
-    if rules.event_id_format is EventIdFormat.REFERENCE_HASH_BASE64:
-        return "$" + encode_base64(digest)
-    return "$" + encode_base64_urlsafe(digest)
+    return event_id_from_reference_hash(reference_hash(event, rules), rules)
 
 
 def compute_event_id(event: dict, room_version: str) -> str:

@@ -14,28 +14,52 @@ signature survives redaction while the content hash detects it.
 (:func:`required_signers`) and checks them against the keys the caller already
 fetched — this module does no I/O. Everything returns new objects: we never hand
 caller-owned dicts to code that mutates (``signedjson.sign_json`` does).
+
+Signing our own events fast
+~~~~~~~~~~~~~~~~~~~~~~~~~~~
+Every local send signs an event, so :func:`sign_event` has two paths with one
+result. The *reference path* is the algorithm as the spec writes it: deep-copy,
+content hash, redact (copying), sign the redaction (copying again). The *fast path*
+takes any event that is plain JSON (:func:`~.canonical.is_plain_json`: no floats,
+big integers, tuples or subclasses — every event a client or this server builds)::
+
+    event ─► orjson round trip (exact deep copy, key order kept)
+          ─► content hash: sha256(orjson sorted(event − unsigned/signatures/hashes))
+          ─► redacted_view (no copies) − signatures/unsigned ─► orjson sorted ─► B
+          ─► ed25519 sign B;  reference hash = sha256(B)
+
+``B`` is both what the signature covers and what the reference hash hashes (the
+redacted event without ``signatures``/``unsigned``: the signature is not part of
+it), so :func:`sign_event_and_hash` returns the event ID's hash for free. Anything
+the fast path is unsure of (not plain, or orjson refuses a string) goes down the
+reference path, which raises the reference errors. ``tests/protocol/
+test_fast_paths.py`` proves the paths equal byte for byte, key order included.
 """
 
 from __future__ import annotations
 
 import copy
 import enum
-from typing import Any, Mapping
+import hashlib
+from typing import Any, Mapping, NamedTuple
 
+import orjson
 from nacl.exceptions import BadSignatureError
 
 from .b64 import decode_base64, encode_base64
-from .canonical import canonical_json
+from .canonical import canonical_json, is_plain_json
 from .errors import InvalidEvent, SignatureError
-from .hashing import check_content_hash, content_hash
+from .hashing import check_content_hash, content_hash, reference_hash
 from .ids import server_name_of
-from .redaction import redact_with_rules
+from .redaction import redact_with_rules, redacted_view
 from .room_versions import RoomVersionRules, get_rules
 
 __all__ = [
     "sign_json",
     "verify_json",
     "sign_event",
+    "sign_event_and_hash",
+    "SignedEvent",
     "required_signers",
     "verify_event_signatures",
     "Verified",
@@ -103,12 +127,70 @@ def verify_json(obj: dict, server_name: str, verify_key: Any) -> None:
 def sign_event(event: dict, server_name: str, signing_key: Any, room_version: str) -> dict:
     """A new dict: ``event`` with ``hashes.sha256`` set and ``server_name``'s signature
     over its redacted form (s2s "Adding hashes and signatures to outgoing events")."""
-    rules = get_rules(room_version)
+    return sign_event_and_hash(event, server_name, signing_key, get_rules(room_version)).event
+
+
+class SignedEvent(NamedTuple):
+    """What :func:`sign_event_and_hash` returns."""
+
+    #: the signed event, exactly what :func:`sign_event` returns
+    event: dict
+    #: its raw reference hash, equal to ``reference_hash(event, rules)``
+    reference_hash: bytes
+    #: ``is_plain_json(event)``: its canonical JSON is ``orjson.dumps(event, option=OPT_SORT_KEYS)``
+    plain: bool
+
+
+_SORTED = orjson.OPT_SORT_KEYS
+_NOT_SIGNED = ("signatures", "unsigned")
+_NOT_CONTENT_HASHED = ("unsigned", "signatures", "hashes")
+
+
+def sign_event_and_hash(event: dict, server_name: str, signing_key: Any, rules: RoomVersionRules) -> SignedEvent:
+    """:func:`sign_event` under ``rules``, with the signed event's reference hash (the
+    event ID of v3+) computed from the bytes that were signed. See "Signing our own
+    events fast" in the module docstring."""
+    fast = _sign_plain_event(event, server_name, signing_key, rules)
+    if fast is not None:
+        return fast
+    signed = _sign_event_reference(event, server_name, signing_key, rules)
+    return SignedEvent(signed, reference_hash(signed, rules), False)
+
+
+def _sign_event_reference(event: dict, server_name: str, signing_key: Any, rules: RoomVersionRules) -> dict:
+    """The algorithm as the spec states it (every step on a fresh copy)."""
     out = copy.deepcopy(event)
     out["hashes"] = {"sha256": content_hash(out)}
     signed_redacted = sign_json(redact_with_rules(out, rules), server_name, signing_key)
     out["signatures"] = signed_redacted["signatures"]
     return out
+
+
+def _sign_plain_event(event: Any, server_name: str, signing_key: Any, rules: RoomVersionRules) -> SignedEvent | None:
+    """The fast path, or ``None`` when the event is not plain JSON (the reference
+    path then decides, and raises its errors)."""
+    if type(event) is not dict or type(server_name) is not str or not is_plain_json(event):
+        return None
+    try:
+        out = orjson.loads(orjson.dumps(event))  # exact deep copy of plain JSON
+        hashed = orjson.dumps({k: v for k, v in out.items() if k not in _NOT_CONTENT_HASHED}, option=_SORTED)
+        out["hashes"] = {"sha256": encode_base64(hashlib.sha256(hashed).digest())}
+        view = redacted_view(out, rules)
+        signable = orjson.dumps({k: v for k, v in view.items() if k not in _NOT_SIGNED}, option=_SORTED)
+    except orjson.JSONEncodeError:
+        return None  # e.g. a lone surrogate: the reference path raises InvalidEvent
+    signature = encode_base64(signing_key.sign(signable).signature)
+    # sign_json's merge: the redacted event keeps ``signatures`` (every version does),
+    # so existing signatures survive and ours is added or replaced.
+    existing = view.get("signatures")
+    signatures = existing if isinstance(existing, dict) else {}
+    server_sigs = signatures.get(server_name)
+    if not isinstance(server_sigs, dict):
+        server_sigs = {}
+    server_sigs[_key_id(signing_key)] = signature
+    signatures[server_name] = server_sigs
+    out["signatures"] = signatures
+    return SignedEvent(out, hashlib.sha256(signable).digest(), True)
 
 
 def _is_third_party_invite(event: dict) -> bool:

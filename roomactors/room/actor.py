@@ -808,21 +808,15 @@ class RoomActor:
     # Small helpers
     # ----------------------------------------------------------------------------------
 
-    async def _txn_result(self, txn: TxnRecord) -> SendResult | BadEvent | None:
+    async def _txn_result(self, txn: TxnRecord) -> SendResult | None:
         """The answer to an earlier send with the same transaction ID, if any."""
         earlier = self._txns.get(txn)
         if earlier is not None:
             return earlier
-        event_id = await self._db.read(store.get_txn_event, txn)
+        event_id = await self._db.read(store.get_txn_event, self._room_id, txn)
         if event_id is None:
             return None
         known = (await self.known_events([event_id]))[event_id]
-        if known.room_id != self._room_id:
-            # txn_ids is keyed by (user, device, txn) alone: the ID is spent.
-            return BadEvent(
-                errcode="M_INVALID_PARAM",
-                error=f"transaction ID {txn.txn_id!r} was already used for a different room",
-            )
         assert known.stream_ordering is not None
         result = SendResult(event_id=EventId(event_id), stream_ordering=known.stream_ordering)
         self._txns.put(txn, result)

@@ -157,6 +157,18 @@ async def test_txn_ids_make_sends_idempotent(server: Server, autojump_clock: Any
     assert bodies.count("once") == 1
 
 
+async def test_issue_3_same_txn_id_in_two_rooms_is_two_requests(server: Server, autojump_clock: Any) -> None:
+    # The spec scopes a transaction ID to the device and the request path (which names the room).
+    txn = TxnRecord(user_id=ALICE, device_id="DEV", txn_id="shared")
+    first_room, second_room = await server.public_room("11"), await server.public_room("12")
+    first = await server.send(first_room, ALICE, "m.room.message", {"body": "one"}, txn=txn)
+    second = await server.send(second_room, ALICE, "m.room.message", {"body": "two"}, txn=txn)
+    assert isinstance(first, SendResult) and isinstance(second, SendResult)
+    assert first.event_id != second.event_id
+    assert await server.send(first_room, ALICE, "m.room.message", {"body": "one"}, txn=txn) == first
+    assert server.registry.statistics().crashes == 0
+
+
 async def test_cancelled_caller_never_cancels_the_send(server: Server, nursery: trio.Nursery, autojump_clock: Any) -> None:
     room_id = await server.public_room("11")
     txn = TxnRecord(user_id=ALICE, device_id="DEV", txn_id="cancelled")

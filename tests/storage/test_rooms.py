@@ -151,7 +151,7 @@ def test_txn_ids(conn: sa.Connection) -> None:
     cp, create = create_checkpoint()
     run(conn, R.checkpoint, cp)
     txn = R.TxnRecord(user_id="@alice:a.example", device_id="DEV", txn_id="t1")
-    assert run(conn, R.get_txn_event, txn) is None
+    assert run(conn, R.get_txn_event, ROOM, txn) is None
     ev = make_event("m", ROOM, prev_events=(create.event_id,), state_base_ref=create.event_id)
     cp = R.Checkpoint(
         room_id=ROOM,
@@ -161,8 +161,10 @@ def test_txn_ids(conn: sa.Connection) -> None:
         txn=txn,
     )
     run(conn, R.checkpoint, cp)
-    assert run(conn, R.get_txn_event, txn) == ev.event_id
-    assert run(conn, R.get_txn_event, _with(txn, device_id="OTHER")) is None
+    assert run(conn, R.get_txn_event, ROOM, txn) == ev.event_id
+    # Scoped to the room: the same txn ID in another room is another request.
+    assert run(conn, R.get_txn_event, "!other:a.example", txn) is None
+    assert run(conn, R.get_txn_event, ROOM, _with(txn, device_id="OTHER")) is None
 
     again = make_event("m-again", ROOM, prev_events=(ev.event_id,), state_base_ref=create.event_id)
     with pytest.raises(R.DuplicateTxnError):
