@@ -24,6 +24,8 @@ test: venv
 
 bench: venv
 	$(PY) bench/state_res.py
+	$(PY) bench/storage.py
+	$(PY) bench/room_actors.py
 
 # Synapse, the reference homeserver, in its own venv so .venv stays clean. It is the
 # oracle for tests/interop/test_synapse_differential.py (see tests/interop/synapse_oracle.py).
