@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 serve: venv
 	$(VENV)/bin/roomactors serve --config settings.toml
 
-test: venv
-	$(PY) -m pytest -q
+# The whole suite, including the differential tests against Synapse, which must run.
+test: venv synapse-venv
+	ROOMACTORS_REQUIRE_SYNAPSE=1 $(PY) -m pytest -q
 
 bench: venv
 	$(PY) bench/state_res.py

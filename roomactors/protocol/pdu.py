@@ -69,6 +69,7 @@ __all__ = [
     "Pdu",
     "parse_pdu",
     "parse_pdu_with_rules",
+    "parse_own_pdu",
     "MAX_PDU_BYTES",
     "MAX_KEY_BYTES",
     "MAX_PREV_EVENTS",
@@ -160,10 +161,7 @@ def parse_pdu_with_rules(event: dict, rules: RoomVersionRules) -> Pdu:
 
     # Global bound first: encodable as canonical JSON at all, and not too large.
     size = len(canonical_json(event))
-    if size > MAX_PDU_BYTES:
-        raise InvalidEvent(
-            f"PDU is {size} bytes as canonical JSON; the limit is {MAX_PDU_BYTES}", rule=_RULE_SIZE
-        )
+    _check_size(size)
 
     is_v12_create = event.get("type") == _CREATE and not rules.create_event_has_room_id
     _check_required(event, rules, needs_room_id=not is_v12_create)
@@ -174,9 +172,7 @@ def parse_pdu_with_rules(event: dict, rules: RoomVersionRules) -> Pdu:
     room_id = _check_room_id(event, rules) if "room_id" in event else None
     origin_server_ts = _check_origin_server_ts(event)
     depth = _check_depth(event, rules)
-    content = event["content"]
-    if not isinstance(content, dict):
-        raise InvalidEvent(f"content must be a JSON object, not {_kind(content)}", rule=_RULE_FORMAT)
+    content = _check_content(event)
     _check_hashes(event)
     _check_signatures(event)
     if "unsigned" in event and not isinstance(event["unsigned"], dict):
@@ -202,6 +198,53 @@ def parse_pdu_with_rules(event: dict, rules: RoomVersionRules) -> Pdu:
         sender=sender,
         origin_server_ts=origin_server_ts,
         depth=depth,
+        prev_events=prev_events,
+        auth_events=auth_events,
+        redacts=redacts,
+        room_version=rules.version,
+        content=content,
+        json=event,
+    )
+
+
+def parse_own_pdu(event: dict, rules: RoomVersionRules, *, event_id: str, canonical_size: int) -> Pdu:
+    """:func:`parse_pdu_with_rules` for a PDU this server has just built and signed
+    (``roomactors.room.events.build_pdu``), given what signing computed.
+
+    Preconditions, which the builder guarantees: ``event`` is plain JSON
+    (:func:`~.canonical.is_plain_json`, so the v6+ number rules hold);
+    ``canonical_size`` is ``len(canonical_json(event))`` and ``event_id`` is
+    ``compute_event_id_with_rules(event, rules)``; the fields the server fills in —
+    ``room_id``, ``origin_server_ts``, ``depth``, ``prev_events``, ``auth_events``,
+    ``hashes``, ``signatures`` and (v1/v2) ``event_id`` — are present and valid for the
+    room version (the room's own ID, its clock, and IDs of events it holds).
+
+    So only what a client chooses is checked — the size, ``type``, ``state_key``,
+    ``sender``, ``content`` and ``redacts`` — with :func:`parse_pdu`'s checks, in its
+    order: the result, a :class:`Pdu` or the :class:`InvalidEvent` raised, is the one
+    :func:`parse_pdu` gives (``tests/protocol/test_fast_paths.py``), without
+    re-encoding, re-walking or re-hashing the event.
+    """
+    _check_size(canonical_size)
+    event_type = _check_type(event)
+    state_key = _check_state_key(event)
+    sender = _check_sender(event)
+    content = _check_content(event)
+    redacts = _check_redacts(event, event_type, content, rules)
+    if rules.event_refs_are_pairs:
+        prev_events = tuple(EventId(ref[0]) for ref in event["prev_events"])
+        auth_events = tuple(EventId(ref[0]) for ref in event["auth_events"])
+    else:
+        prev_events = tuple(event["prev_events"])
+        auth_events = tuple(event["auth_events"])
+    return Pdu(
+        event_id=EventId(event_id),
+        room_id=RoomId(event["room_id"]),
+        type=event_type,
+        state_key=state_key,
+        sender=sender,
+        origin_server_ts=event["origin_server_ts"],
+        depth=event["depth"],
         prev_events=prev_events,
         auth_events=auth_events,
         redacts=redacts,
@@ -257,6 +300,20 @@ def _check_required(event: dict, rules: RoomVersionRules, *, needs_room_id: bool
             f"(room version {rules.version})",
             rule=_RULE_FORMAT,
         )
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_PDU_BYTES:
+        raise InvalidEvent(
+            f"PDU is {size} bytes as canonical JSON; the limit is {MAX_PDU_BYTES}", rule=_RULE_SIZE
+        )
+
+
+def _check_content(event: dict) -> dict:
+    content = event["content"]
+    if not isinstance(content, dict):
+        raise InvalidEvent(f"content must be a JSON object, not {_kind(content)}", rule=_RULE_FORMAT)
+    return content
 
 
 def _check_type(event: dict) -> str:

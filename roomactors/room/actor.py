@@ -67,7 +67,7 @@ from roomactors.protocol.pdu import Pdu, parse_pdu
 from roomactors.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersionRules, get_rules
 from roomactors.protocol.state_res import MissingEventError, resolve_state
 from roomactors.registry import RegistrySettings
-from roomactors.room.events import build_event, event_refs
+from roomactors.room.events import build_pdu, event_refs
 from roomactors.room.messages import (
     BadEvent,
     CreateRoom,
@@ -357,7 +357,7 @@ class RoomActor:
         auth_ids = [state_before[k] for k in sorted(auth_types_for_event(shape, version)) if k in state_before]
         referenced = await self._events_json([*prevs, *auth_ids]) if rules.event_refs_are_pairs else None
         try:
-            event_id, event = build_event(
+            pdu = build_pdu(
                 room_version=version,
                 room_id=self._room_id,
                 sender=msg.sender,
@@ -372,9 +372,9 @@ class RoomActor:
                 signing_key=self._signing_key,
                 referenced=referenced,
             )
-            pdu = parse_pdu(event, version)
         except InvalidEvent as e:
             return BadEvent(errcode=_errcode(e), error=str(e))
+        event_id, event = pdu.event_id, pdu.json
 
         # The event must pass against the state before it (what every server checks,
         # step 5) and against the current state (step 6; the same map when linear).

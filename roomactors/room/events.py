@@ -20,6 +20,13 @@ create event carries no ``room_id``; before v12 the caller picks the room ID.
 
 The PDU is returned exactly as it will be stored and sent. Callers must treat it
 as immutable (every protocol function copies before changing).
+
+:func:`build_pdu` is what the room actor calls for a local send: ``build_event``
+followed by ``parse_pdu`` (the client's type, state_key and content must still make
+a valid PDU: size, identifier lengths, v6+ numbers), in one pass. Signing already
+produced the reference hash (the event ID) and proved the event plain JSON, so the
+parse skips re-encoding and re-hashing (``parse_own_pdu``); the result and errors
+are those of the two-step path (``tests/protocol/test_fast_paths.py``).
 """
 
 from __future__ import annotations
@@ -28,16 +35,20 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from roomactors.clock import Clock
 from roomactors.protocol.b64 import encode_base64
-from roomactors.protocol.hashing import compute_event_id, compute_room_id, reference_hash
+from roomactors.protocol.hashing import event_id_from_reference_hash, reference_hash
 from roomactors.protocol.ids import EventId, RoomId, UserId
+from roomactors.protocol.pdu import Pdu, parse_own_pdu, parse_pdu_with_rules
 from roomactors.protocol.room_versions import RoomVersionRules, get_rules
-from roomactors.protocol.signing import sign_event
+from roomactors.protocol.signing import SignedEvent, sign_event_and_hash
 
 __all__ = [
     "build_create_event",
     "build_event",
+    "build_pdu",
     "event_refs",
     "make_refs",
 ]
@@ -114,10 +125,52 @@ def build_create_event(
         raise ValueError(f"room version {room_version} derives the room ID from the create event")
     if rules.pdu_has_event_id:
         event["event_id"] = _server_assigned_event_id(server_name)
-    signed = sign_event(event, server_name, signing_key, room_version)
+    signed = sign_event_and_hash(event, server_name, signing_key, rules)
     if rules.create_event_has_room_id:
-        return signed, RoomId(signed["room_id"])
-    return signed, RoomId(compute_room_id(signed, room_version))
+        return signed.event, RoomId(signed.event["room_id"])
+    # v12 (compute_room_id): "!" + the create event's reference hash, URL-safe.
+    return signed.event, RoomId("!" + event_id_from_reference_hash(signed.reference_hash, rules)[1:])
+
+
+def _sign(
+    rules: RoomVersionRules,
+    *,
+    room_id: RoomId,
+    sender: UserId,
+    type: str,
+    content: Mapping[str, Any],
+    state_key: str | None,
+    prev_events: Sequence[str],
+    auth_events: Sequence[str],
+    depth: int,
+    origin_server_ts: int,
+    server_name: str,
+    signing_key: Any,
+    referenced: Mapping[str, dict] | None,
+) -> SignedEvent:
+    refs = referenced or {}
+    event: dict[str, Any] = {
+        "room_id": room_id,
+        "type": type,
+        "sender": sender,
+        "content": dict(content),
+        "origin_server_ts": origin_server_ts,
+        "depth": depth,
+        "prev_events": make_refs(prev_events, refs, rules),
+        "auth_events": make_refs(auth_events, refs, rules),
+    }
+    if state_key is not None:
+        event["state_key"] = state_key
+    if rules.pdu_has_event_id:
+        event["event_id"] = _server_assigned_event_id(server_name)
+    return sign_event_and_hash(event, server_name, signing_key, rules)
+
+
+def _event_id(signed: SignedEvent, rules: RoomVersionRules) -> EventId:
+    """compute_event_id of the signed event, from the hash signing computed."""
+    if rules.pdu_has_event_id:
+        return EventId(signed.event["event_id"])
+    return EventId(event_id_from_reference_hash(signed.reference_hash, rules))
 
 
 def build_event(
@@ -139,20 +192,64 @@ def build_event(
     """A signed PDU and its event ID. ``referenced`` (event ID -> PDU) must hold the
     prev and auth events in v1/v2, whose references carry their hashes."""
     rules = get_rules(room_version)
-    refs = referenced or {}
-    event: dict[str, Any] = {
-        "room_id": room_id,
-        "type": type,
-        "sender": sender,
-        "content": dict(content),
-        "origin_server_ts": origin_server_ts,
-        "depth": depth,
-        "prev_events": make_refs(prev_events, refs, rules),
-        "auth_events": make_refs(auth_events, refs, rules),
-    }
-    if state_key is not None:
-        event["state_key"] = state_key
-    if rules.pdu_has_event_id:
-        event["event_id"] = _server_assigned_event_id(server_name)
-    signed = sign_event(event, server_name, signing_key, room_version)
-    return EventId(compute_event_id(signed, room_version)), signed
+    signed = _sign(
+        rules,
+        room_id=room_id,
+        sender=sender,
+        type=type,
+        content=content,
+        state_key=state_key,
+        prev_events=prev_events,
+        auth_events=auth_events,
+        depth=depth,
+        origin_server_ts=origin_server_ts,
+        server_name=server_name,
+        signing_key=signing_key,
+        referenced=referenced,
+    )
+    return _event_id(signed, rules), signed.event
+
+
+def build_pdu(
+    *,
+    room_version: str,
+    room_id: RoomId,
+    sender: UserId,
+    type: str,
+    content: Mapping[str, Any],
+    state_key: str | None = None,
+    prev_events: Sequence[str],
+    auth_events: Sequence[str],
+    depth: int,
+    origin_server_ts: int,
+    server_name: str,
+    signing_key: Any,
+    referenced: Mapping[str, dict] | None = None,
+) -> Pdu:
+    """``parse_pdu(build_event(...)[1], room_version)`` in one pass (see the module
+    docstring): the parsed, signed PDU, or the :class:`InvalidEvent` either step
+    raises."""
+    rules = get_rules(room_version)
+    signed = _sign(
+        rules,
+        room_id=room_id,
+        sender=sender,
+        type=type,
+        content=content,
+        state_key=state_key,
+        prev_events=prev_events,
+        auth_events=auth_events,
+        depth=depth,
+        origin_server_ts=origin_server_ts,
+        server_name=server_name,
+        signing_key=signing_key,
+        referenced=referenced,
+    )
+    if signed.plain:
+        try:
+            size = len(orjson.dumps(signed.event, option=orjson.OPT_SORT_KEYS))  # its canonical JSON
+        except orjson.JSONEncodeError:
+            pass  # a string orjson refuses: parse_pdu raises the reference error
+        else:
+            return parse_own_pdu(signed.event, rules, event_id=_event_id(signed, rules), canonical_size=size)
+    return parse_pdu_with_rules(signed.event, rules)
