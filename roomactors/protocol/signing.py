@@ -137,7 +137,9 @@ class SignedEvent(NamedTuple):
     event: dict
     #: its raw reference hash, equal to ``reference_hash(event, rules)``
     reference_hash: bytes
-    #: ``is_plain_json(event)``: its canonical JSON is ``orjson.dumps(event, option=OPT_SORT_KEYS)``
+    #: True when the fast path built it, so ``is_plain_json(event)`` holds and its
+    #: canonical JSON is ``orjson.dumps(event, option=OPT_SORT_KEYS)`` (if orjson
+    #: accepts every string); False when the reference path did (nothing implied)
     plain: bool
 
 
