@@ -316,47 +316,35 @@ def _check_content(event: dict) -> dict:
     return content
 
 
+def _bounded_str(value: Any, name: str, limit: int, limit_of: str = "") -> str:
+    """``value`` as a string of at most ``limit`` UTF-8 bytes, or :class:`InvalidEvent`."""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{name} must be a string, not {_kind(value)}", rule=_RULE_FORMAT)
+    n = _utf8_len(value)
+    if n > limit:
+        raise InvalidEvent(f"{name} is {n} bytes; the limit{limit_of} is {limit}", rule=_RULE_SIZE)
+    return value
+
+
 def _check_type(event: dict) -> str:
-    event_type = event["type"]
-    if not isinstance(event_type, str):
-        raise InvalidEvent(f"type must be a string, not {_kind(event_type)}", rule=_RULE_FORMAT)
-    n = _utf8_len(event_type)
-    if n > MAX_KEY_BYTES:
-        raise InvalidEvent(f"type is {n} bytes; the limit is {MAX_KEY_BYTES}", rule=_RULE_SIZE)
-    return event_type
+    return _bounded_str(event["type"], "type", MAX_KEY_BYTES)
 
 
 def _check_state_key(event: dict) -> str | None:
     if "state_key" not in event:
         return None
-    state_key = event["state_key"]
-    if not isinstance(state_key, str):
-        raise InvalidEvent(f"state_key must be a string, not {_kind(state_key)}", rule=_RULE_FORMAT)
-    n = _utf8_len(state_key)
-    if n > MAX_KEY_BYTES:
-        raise InvalidEvent(f"state_key is {n} bytes; the limit is {MAX_KEY_BYTES}", rule=_RULE_SIZE)
-    return state_key
+    return _bounded_str(event["state_key"], "state_key", MAX_KEY_BYTES)
 
 
 def _check_sender(event: dict) -> UserId:
-    sender = event["sender"]
-    if not isinstance(sender, str):
-        raise InvalidEvent(f"sender must be a string, not {_kind(sender)}", rule=_RULE_FORMAT)
-    n = _utf8_len(sender)
-    if n > MAX_ID_BYTES:
-        raise InvalidEvent(f"sender is {n} bytes; the limit for user IDs is {MAX_ID_BYTES}", rule=_RULE_SIZE)
+    sender = _bounded_str(event["sender"], "sender", MAX_ID_BYTES, " for user IDs")
     if not is_valid_user_id(sender):
         raise InvalidEvent(f"sender {sender!r} is not a valid user ID", rule=_RULE_USER_ID)
     return UserId(sender)
 
 
 def _check_room_id(event: dict, rules: RoomVersionRules) -> RoomId:
-    room_id = event["room_id"]
-    if not isinstance(room_id, str):
-        raise InvalidEvent(f"room_id must be a string, not {_kind(room_id)}", rule=_RULE_FORMAT)
-    n = _utf8_len(room_id)
-    if n > MAX_ID_BYTES:
-        raise InvalidEvent(f"room_id is {n} bytes; the limit for room IDs is {MAX_ID_BYTES}", rule=_RULE_SIZE)
+    room_id = _bounded_str(event["room_id"], "room_id", MAX_ID_BYTES, " for room IDs")
     if not is_valid_room_id(room_id, rules):
         shape = "!opaque:server_name" if rules.create_event_has_room_id else "! + 43 URL-safe base64 characters"
         raise InvalidEvent(
@@ -466,12 +454,7 @@ def _check_redacts(event: dict, event_type: str, content: dict, rules: RoomVersi
 
 
 def _check_event_id_field(event: dict, rules: RoomVersionRules) -> None:
-    event_id = event["event_id"]
-    if not isinstance(event_id, str):
-        raise InvalidEvent(f"event_id must be a string, not {_kind(event_id)}", rule=_RULE_FORMAT)
-    n = _utf8_len(event_id)
-    if n > MAX_ID_BYTES:
-        raise InvalidEvent(f"event_id is {n} bytes; the limit for event IDs is {MAX_ID_BYTES}", rule=_RULE_SIZE)
+    event_id = _bounded_str(event["event_id"], "event_id", MAX_ID_BYTES, " for event IDs")
     if not is_valid_event_id(event_id, rules):
         raise InvalidEvent(
             f"event_id {event_id!r} is not a valid event ID for room version {rules.version}",
