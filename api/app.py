@@ -28,10 +28,10 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from api.client import versions
+from api.client import BLUEPRINTS
+from api.deps import Deps
 from api.errors import MatrixError, for_http_status
 from api.responses import json_response
-from api.settings import Settings
 
 __all__ = ["CORS_HEADERS", "create_app"]
 
@@ -42,12 +42,20 @@ CORS_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 
-def create_app(settings: Settings) -> QuartTrio:
+def create_app(deps: Deps) -> QuartTrio:
+    settings = deps.settings
     app = QuartTrio("roomactors")
     app.config["MAX_CONTENT_LENGTH"] = settings.http.max_request_size
     app.url_map.merge_slashes = False
+    app.extensions["roomactors"] = deps
 
-    app.register_blueprint(versions.blueprint)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    async def _limit_per_ip() -> None:
+        # Every request counts against its IP's [ratelimit] request bucket.
+        deps.ratelimiter.check("request", request.remote_addr or "unknown")
 
     @app.before_request
     async def _answer_options() -> Response | None:
@@ -67,7 +75,7 @@ def create_app(settings: Settings) -> QuartTrio:
 
     @app.errorhandler(MatrixError)
     async def _matrix_error(error: MatrixError) -> Response:
-        return json_response(error.to_json(), error.status)
+        return json_response(error.to_json(), error.status, error.headers.items())
 
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:

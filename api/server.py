@@ -4,9 +4,11 @@ Theory of operation
 -------------------
 ``trio.run(serve, settings)`` (from ``api.cli``) is the whole process::
 
-    serve(settings)                       root nursery
-    ├── _stop_on_signal / _stop_after     sets `stop` on SIGINT/SIGTERM (or a test's trigger)
-    └── hypercorn.trio.serve(app, ...)    started last; readiness = our readiness
+    serve(settings)
+    └── open_homeserver(settings)         database, room registry, typing (api.services)
+        └── nursery
+            ├── _stop_on_signal / _stop_after   sets `stop` on SIGINT/SIGTERM (or a test's trigger)
+            └── hypercorn.trio.serve(app, ...)  started last; readiness = our readiness
 
 Startup: the database directory is created, the hypercorn guards are installed
 (``api.hypercorn_guard``: HTTP/1.1 only, real ``Connection: close``), the app is
@@ -15,8 +17,9 @@ are in place before the first request), then hypercorn runs in the nursery body.
 Hypercorn reports its bound addresses through ``task_status``, which is passed
 straight through, so a caller doing ``await nursery.start(serve, settings)`` gets
 them once the server accepts connections. Later services (database, key service,
-sender, room registry) slot in before hypercorn with ``await nursery.start(...)``,
-in that order.
+sender, room registry) are started by ``api.services.open_homeserver`` before
+hypercorn, in that order; on shutdown hypercorn drains first, then the registry
+lets every actor finish its queued messages, then the database closes.
 
 Shutdown: the first SIGINT/SIGTERM sets ``stop``; hypercorn stops accepting and
 gives in-flight requests ``[http] graceful_timeout_s`` to finish, then returns and
@@ -37,7 +40,9 @@ from hypercorn.config import Config
 
 from api import hypercorn_guard
 from api.app import create_app
+from api.services import open_homeserver
 from api.settings import HttpSettings, Settings
+from roomactors.clock import Clock
 
 __all__ = ["hypercorn_config", "serve"]
 
@@ -60,6 +65,7 @@ async def serve(
     settings: Settings,
     *,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    clock: Clock | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the homeserver until SIGINT/SIGTERM, or until ``shutdown_trigger`` returns.
@@ -68,11 +74,11 @@ async def serve(
     """
     settings.database.path.parent.mkdir(parents=True, exist_ok=True)
     hypercorn_guard.install()
-    app = create_app(settings)
     config = hypercorn_config(settings.http)
     stop = trio.Event()
 
-    async with trio.open_nursery() as nursery:
+    async with open_homeserver(settings, clock=clock) as deps, trio.open_nursery() as nursery:
+        app = create_app(deps)
         if shutdown_trigger is None:
             await nursery.start(_stop_on_signal, stop)
         else:

@@ -11,22 +11,34 @@ process receives the pieces it needs explicitly (``settings.http``,
 Invariants:
 
 * Every key is optional; a missing key takes the default in ``DEFAULTS``, which
-  mirrors the documented ``settings.toml`` at the repository root.
+  mirrors the documented ``settings.toml`` at the repository root. That file is
+  also the development configuration ``make serve`` runs, so it may depart from
+  ``DEFAULTS`` only at keys marked ``DEV OVERRIDE`` (today: ``[registration]
+  enabled = true``); ``tests/api/test_settings.py`` keeps the two in step.
 * Unknown sections and keys are errors, so a typo never silently falls back to a
   default.
 * Relative paths are resolved against the directory holding the settings file
   (``base_dir``), so ``roomactors serve --config /etc/roomactors/settings.toml``
   keeps its data next to its configuration whatever the working directory.
 * Every problem raises ``SettingsError`` naming the file and the ``[section] key``.
+* Values the rest of the process consumes are normalised here, once: paths are
+  absolute, "0 means off" settings become ``None``, ``public_baseurl`` loses its
+  trailing slash, token-bucket pairs become ``Bucket`` values.
+
+``client_base_url(settings)`` derives the URL clients should use (well-known
+discovery, ``roomactors register-user``): ``[server] public_baseurl`` when set,
+otherwise the first ``[http] client_bind`` address.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +47,18 @@ from roomactors.registry import RegistrySettings
 
 __all__ = [
     "ActorSettings",
+    "AuthSettings",
+    "Bucket",
     "DEFAULTS",
     "DatabaseSettings",
     "HttpSettings",
+    "RateLimitSettings",
+    "RegistrationSettings",
     "ServerSettings",
     "Settings",
     "SettingsError",
+    "SyncSettings",
+    "client_base_url",
     "load_settings",
     "parse_settings",
 ]
@@ -54,6 +72,9 @@ class SettingsError(Exception):
 class ServerSettings:
     server_name: str
     signing_key_path: Path
+    #: ``""`` (derive from ``[http] client_bind``) or an http(s) URL without a
+    #: trailing slash; use ``client_base_url(settings)`` rather than reading this.
+    public_baseurl: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,19 +95,80 @@ ActorSettings = RegistrySettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RegistrationSettings:
+    #: Open registration (``POST /register`` with ``m.login.dummy``).
+    enabled: bool
+    #: Open registration also needs ``m.login.registration_token``.
+    require_token: bool
+    #: ``""`` disables ``/_synapse/admin/v1/register``. Kept out of ``repr``, so
+    #: logging the settings never logs the secret.
+    shared_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket: refills at ``per_second`` tokens a second, holds up to ``burst``."""
+
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitSettings:
+    #: False turns every limit off (the buckets below are still validated).
+    enabled: bool
+    #: Per user: sending events (messages and state).
+    message: Bucket
+    #: Per client IP: ``POST /login``.
+    login: Bucket
+    #: Per client IP: ``POST /register``.
+    register: Bucket
+    #: Per client IP: every request.
+    request: Bucket
+    #: Per user: ``POST /createRoom``.
+    room_create: Bucket
+
+    def buckets(self) -> dict[str, Bucket]:
+        """Every bucket by action name: ``{"message": Bucket(...), "login": ..., ...}``."""
+        return {name: getattr(self, name) for name in _BUCKETS}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthSettings:
+    #: Lifetime of access tokens issued without a refresh token; ``None``: no expiry.
+    access_token_lifetime_s: float | None
+    #: Lifetime of access tokens issued with a refresh token (``refresh_token: true``).
+    refresh_access_token_lifetime_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncSettings:
+    #: A ``/sync`` ``timeout`` above this is clamped to it, in milliseconds.
+    max_timeout_ms: int
+    #: Timeline events per room when the filter sets no limit.
+    default_timeline_limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     server: ServerSettings
     http: HttpSettings
     database: DatabaseSettings
     actors: ActorSettings
+    registration: RegistrationSettings
+    ratelimit: RateLimitSettings
+    auth: AuthSettings
+    sync: SyncSettings
 
 
 # The documented defaults; settings.toml at the repository root spells out the same
-# values with a comment per key (tests/api/test_settings.py checks they agree).
+# values with a comment per key, except its marked DEV OVERRIDEs
+# (tests/api/test_settings.py checks they agree).
 DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "server": {
         "server_name": "localhost",
         "signing_key_path": "data/signing.key",
+        "public_baseurl": "",
     },
     "http": {
         "client_bind": ["127.0.0.1:8008"],
@@ -97,7 +179,54 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "path": "data/roomactors.db",
     },
     "actors": {f.name: f.default for f in fields(RegistrySettings)},
+    "registration": {
+        "enabled": False,
+        "require_token": False,
+        "shared_secret": "",
+    },
+    "ratelimit": {
+        "enabled": True,
+        "message_per_second": 10.0,
+        "message_burst": 50,
+        "login_per_second": 0.5,
+        "login_burst": 10,
+        "register_per_second": 0.5,
+        "register_burst": 10,
+        "request_per_second": 100.0,
+        "request_burst": 500,
+        "room_create_per_second": 1.0,
+        "room_create_burst": 20,
+    },
+    "auth": {
+        "access_token_lifetime_s": 0.0,
+        "refresh_access_token_lifetime_s": 300.0,
+    },
+    "sync": {
+        "max_timeout_ms": 120000,
+        "default_timeline_limit": 10,
+    },
 }
+
+#: The ``[ratelimit]`` buckets, each spelled ``<name>_per_second`` / ``<name>_burst``.
+_BUCKETS = ("message", "login", "register", "request", "room_create")
+
+
+def client_base_url(settings: Settings) -> str:
+    """The base URL clients reach this server's client API at, without a trailing slash.
+
+    ``[server] public_baseurl`` if set; otherwise ``http://host:port`` of the first
+    ``[http] client_bind``, with a wildcard host shown as loopback (``0.0.0.0`` ->
+    ``127.0.0.1``; ``[::]`` -> ``[::1]``, which an IPv6 wildcard listener always
+    answers, dual-stack or not). A ``:0`` bind yields port 0: only the running
+    server knows its ephemeral port.
+    """
+    if settings.server.public_baseurl:
+        return settings.server.public_baseurl
+    split = _split_host_port(settings.http.client_bind[0])
+    assert split is not None and split[1] is not None  # validated by parse_settings
+    host, port = split
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(_normalise_wildcard(host), host)
+    return f"http://{host}:{int(port)}"
 
 
 def load_settings(path: str | Path) -> Settings:
@@ -164,6 +293,7 @@ def parse_settings(data: Mapping[str, Any], *, base_dir: Path) -> Settings:
             signing_key_path=_path(
                 get("server", "signing_key_path"), "server", "signing_key_path", base_dir
             ),
+            public_baseurl=_base_url(get("server", "public_baseurl"), "server", "public_baseurl"),
         ),
         http=HttpSettings(
             client_bind=tuple(client_bind),
@@ -176,6 +306,48 @@ def parse_settings(data: Mapping[str, Any], *, base_dir: Path) -> Settings:
             path=_path(get("database", "path"), "database", "path", base_dir),
         ),
         actors=_actor_settings(get),
+        registration=RegistrationSettings(
+            enabled=_bool(get("registration", "enabled"), "registration", "enabled"),
+            require_token=_bool(get("registration", "require_token"), "registration", "require_token"),
+            shared_secret=_secret(get("registration", "shared_secret"), "registration", "shared_secret"),
+        ),
+        ratelimit=RateLimitSettings(
+            enabled=_bool(get("ratelimit", "enabled"), "ratelimit", "enabled"),
+            **{name: _bucket(get, name) for name in _BUCKETS},
+        ),
+        auth=_auth_settings(get),
+        sync=SyncSettings(
+            max_timeout_ms=_int(get("sync", "max_timeout_ms"), "sync", "max_timeout_ms", minimum=0),
+            default_timeline_limit=_int(
+                get("sync", "default_timeline_limit"), "sync", "default_timeline_limit", minimum=1
+            ),
+        ),
+    )
+
+
+def _bucket(get: Any, name: str) -> Bucket:
+    rate_key, burst_key = f"{name}_per_second", f"{name}_burst"
+    rate = get("ratelimit", rate_key)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise SettingsError(f"[ratelimit] {rate_key} must be a number of requests per second, got {rate!r}")
+    if not 0 < rate < math.inf:  # also rejects nan
+        raise SettingsError(f"[ratelimit] {rate_key} must be a finite number greater than 0, got {rate}")
+    return Bucket(float(rate), _int(get("ratelimit", burst_key), "ratelimit", burst_key, minimum=1))
+
+
+def _auth_settings(get: Any) -> AuthSettings:
+    lifetime = _number(
+        get("auth", "access_token_lifetime_s"), "auth", "access_token_lifetime_s", minimum=0
+    )
+    return AuthSettings(
+        access_token_lifetime_s=lifetime or None,
+        refresh_access_token_lifetime_s=_number(
+            get("auth", "refresh_access_token_lifetime_s"),
+            "auth",
+            "refresh_access_token_lifetime_s",
+            minimum=0,
+            exclusive=True,
+        ),
     )
 
 
@@ -210,6 +382,42 @@ def _string(value: Any, section: str, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise SettingsError(f"[{section}] {key} must be a non-empty string, got {value!r}")
     return value
+
+
+def _bool(value: Any, section: str, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"[{section}] {key} must be true or false, got {value!r}")
+    return value
+
+
+def _secret(value: Any, section: str, key: str) -> str:
+    if not isinstance(value, str):
+        raise SettingsError(f"[{section}] {key} must be a string (\"\" to disable), got {type(value).__name__}")
+    if value != value.strip():
+        # Never echo the value: it is a secret.
+        raise SettingsError(f"[{section}] {key} must not start or end with whitespace")
+    return value
+
+
+def _base_url(value: Any, section: str, key: str) -> str:
+    """``""``, or an absolute http(s) URL with a valid host and no query, fragment or user."""
+    if not isinstance(value, str):
+        raise SettingsError(f"[{section}] {key} must be a string, got {value!r}")
+    if not value:
+        return ""
+    problem = f"[{section}] {key} {value!r} is not an http:// or https:// URL"
+    try:
+        url = urllib.parse.urlsplit(value)
+        port = url.port  # raises ValueError when out of range
+    except ValueError:
+        raise SettingsError(problem) from None
+    host = url.hostname or ""
+    valid_host = _is_host(f"[{host}]" if ":" in host else host) if host else False
+    if url.scheme not in ("http", "https") or not valid_host or port == 0:
+        raise SettingsError(problem)
+    if "?" in value or "#" in value or "@" in url.netloc:
+        raise SettingsError(f"{problem} without query, fragment or user info")
+    return value.rstrip("/")
 
 
 def _path(value: Any, section: str, key: str, base_dir: Path) -> Path:
@@ -261,6 +469,16 @@ def _is_host(host: str) -> bool:
             return False
         return True
     return _DNS_NAME.fullmatch(host) is not None
+
+
+def _normalise_wildcard(host: str) -> str:
+    """``0.0.0.0`` or ``[::]`` however spelled (``[0:0::0]``), else ``host`` unchanged."""
+    if host.startswith("["):
+        try:
+            return "[::]" if ipaddress.IPv6Address(host[1:-1]).is_unspecified else host
+        except ValueError:
+            return host
+    return host
 
 
 def _is_port(port: str, *, allow_zero: bool) -> bool:

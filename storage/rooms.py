@@ -81,10 +81,12 @@ from roomactors.protocol.auth import StateKey
 
 from .schema import (
     current_state,
+    current_state_deltas,
     event_auth_edges,
     event_edges,
     events,
     forward_extremities,
+    redactions,
     rooms,
     state_deltas,
     state_snapshots,
@@ -145,6 +147,8 @@ class NewEvent:
     soft_failed: bool = False
     state_base_ref: str | None = None  # None: no state after, or a full snapshot of state_delta
     state_delta: Mapping[StateKey, str | None] = field(default_factory=dict)  # None removes a key
+    # For an accepted m.room.redaction: the event it redacts (written to `redactions`).
+    redacts: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,6 +367,21 @@ _DELETE_CURRENT = _sql(
     )
 )
 _INSERT_TXN = _sql(sa.insert(txn_ids), "user_id", "device_id", "txn_id", "room_id", "event_id")
+_INSERT_STATE_DELTA = _sql(
+    sa.insert(current_state_deltas),
+    "stream_ordering",
+    "room_id",
+    "type",
+    "state_key",
+    "event_id",
+)
+_INSERT_REDACTION = _sql(sa.insert(redactions).prefix_with("OR IGNORE"), "event_id", "redacts")
+_MAX_ORDERING = "SELECT max(stream_ordering) FROM events WHERE room_id = :room_id"
+
+
+def _max_ordering(raw: sqlite3.Connection, room_id: str) -> int:
+    return raw.execute(_MAX_ORDERING, {"room_id": room_id}).fetchone()[0] or 0
+
 
 
 # ------------------------------------------------------------------------- JSON
@@ -558,6 +577,16 @@ def checkpoint(conn: sa.Connection, cp: Checkpoint) -> dict[str, int]:
             (deletes if event_id is None else upserts).append(row_)
         _execute_many(raw, _UPSERT_CURRENT, upserts)
         _execute_many(raw, _DELETE_CURRENT, deletes)
+        # The change log /sync reads, at the checkpoint's last stream ordering.
+        position = orderings[cp.events[-1].event_id] if cp.events else _max_ordering(raw, cp.room_id)
+        _execute_many(raw, _INSERT_STATE_DELTA, [{**r, "stream_ordering": position} for r in upserts + deletes])
+
+    redaction_rows = [
+        {"event_id": ev.event_id, "redacts": ev.redacts}
+        for ev in cp.events
+        if ev.redacts is not None and ev.rejection_reason is None and not ev.soft_failed
+    ]
+    _execute_many(raw, _INSERT_REDACTION, redaction_rows)
 
     if cp.txn is not None:
         try:

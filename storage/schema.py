@@ -48,6 +48,24 @@ __all__ = [
     "forward_extremities",
     "current_state",
     "txn_ids",
+    "stream_positions",
+    "users",
+    "devices",
+    "access_tokens",
+    "refresh_tokens",
+    "profiles",
+    "account_data",
+    "filters",
+    "push_rules",
+    "pushers",
+    "receipts",
+    "presence",
+    "room_aliases",
+    "room_directory",
+    "registration_tokens",
+    "forgotten_rooms",
+    "current_state_deltas",
+    "redactions",
 ]
 
 metadata = sa.MetaData()
@@ -165,3 +183,216 @@ txn_ids = sa.Table(
     sa.Column("event_id", sa.Text, sa.ForeignKey("events.event_id"), nullable=False),
     sqlite_with_rowid=False,
 )
+
+
+# ------------------------------------------------------------------------------------
+# Client-server API (migration 0002). Rows below are not room DAG rows: accounts,
+# sessions and per-user data are written by the API's services through db.write;
+# `current_state_deltas` and `redactions` are written by the room actor's checkpoint.
+# ------------------------------------------------------------------------------------
+
+# Monotonic counters shared by the non-event streams (name "misc": account data,
+# receipts, push rules, presence). Bumped only on the writer thread, so race-free.
+stream_positions = sa.Table(
+    "stream_positions",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("pos", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    # argon2id PHC string; NULL: the account cannot log in with a password.
+    sa.Column("password_hash", sa.Text, nullable=True),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Column("is_admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("deactivated", sa.Boolean, nullable=False, default=False),
+    sqlite_with_rowid=False,
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("user_id", sa.Text, sa.ForeignKey("users.user_id"), primary_key=True),
+    sa.Column("device_id", sa.Text, primary_key=True),
+    sa.Column("display_name", sa.Text, nullable=True),
+    sa.Column("last_seen_ts", sa.BigInteger, nullable=True),
+    sa.Column("last_seen_ip", sa.Text, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+# Tokens are stored as SHA-256 digests (hex) of the random token: a database leak
+# yields no usable token. Lookup is by digest; the digest is then compared again in
+# constant time (api.auth).
+access_tokens = sa.Table(
+    "access_tokens",
+    metadata,
+    sa.Column("token_hash", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, sa.ForeignKey("users.user_id"), nullable=False),
+    sa.Column("device_id", sa.Text, nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    # NULL: never expires. Set when the session uses refresh tokens.
+    sa.Column("expires_ts", sa.BigInteger, nullable=True),
+    sa.Index("access_tokens_device", "user_id", "device_id"),
+    sqlite_with_rowid=False,
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("token_hash", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, sa.ForeignKey("users.user_id"), nullable=False),
+    sa.Column("device_id", sa.Text, nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Index("refresh_tokens_device", "user_id", "device_id"),
+    sqlite_with_rowid=False,
+)
+
+profiles = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("displayname", sa.Text, nullable=True),
+    sa.Column("avatar_url", sa.Text, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+# Global account data has room_id "" (a room ID is never empty).
+account_data = sa.Table(
+    "account_data",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("room_id", sa.Text, primary_key=True),
+    sa.Column("type", sa.Text, primary_key=True),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("stream_id", sa.BigInteger, nullable=False),
+    sa.Index("account_data_stream", "user_id", "stream_id"),
+    sqlite_with_rowid=False,
+)
+
+filters = sa.Table(
+    "filters",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("filter_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("json", sa.Text, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# One JSON document per user: their custom push rules and overrides of the
+# server-default ones (roomactors.protocol.push_rules).
+push_rules = sa.Table(
+    "push_rules",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("doc", sa.Text, nullable=False),
+    sa.Column("stream_id", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+pushers = sa.Table(
+    "pushers",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("app_id", sa.Text, primary_key=True),
+    sa.Column("pushkey", sa.Text, primary_key=True),
+    sa.Column("json", sa.Text, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# thread_id "" is the unthreaded receipt; "main" is the main timeline.
+receipts = sa.Table(
+    "receipts",
+    metadata,
+    sa.Column("room_id", sa.Text, primary_key=True),
+    sa.Column("receipt_type", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("thread_id", sa.Text, primary_key=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("stream_id", sa.BigInteger, nullable=False),
+    sa.Index("receipts_stream", "stream_id"),
+    sqlite_with_rowid=False,
+)
+
+presence = sa.Table(
+    "presence",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("presence", sa.Text, nullable=False),
+    sa.Column("status_msg", sa.Text, nullable=True),
+    sa.Column("last_active_ts", sa.BigInteger, nullable=False),
+    sa.Column("stream_id", sa.BigInteger, nullable=False),
+    sa.Index("presence_stream", "stream_id"),
+    sqlite_with_rowid=False,
+)
+
+room_aliases = sa.Table(
+    "room_aliases",
+    metadata,
+    sa.Column("room_alias", sa.Text, primary_key=True),
+    sa.Column("room_id", sa.Text, nullable=False),
+    sa.Column("creator", sa.Text, nullable=False),
+    sa.Index("room_aliases_room", "room_id"),
+    sqlite_with_rowid=False,
+)
+
+room_directory = sa.Table(
+    "room_directory",
+    metadata,
+    sa.Column("room_id", sa.Text, primary_key=True),
+    sa.Column("visibility", sa.Text, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+registration_tokens = sa.Table(
+    "registration_tokens",
+    metadata,
+    sa.Column("token", sa.Text, primary_key=True),
+    sa.Column("uses_allowed", sa.Integer, nullable=True),
+    sa.Column("pending", sa.Integer, nullable=False, default=0),
+    sa.Column("completed", sa.Integer, nullable=False, default=0),
+    sa.Column("expiry_time", sa.BigInteger, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+forgotten_rooms = sa.Table(
+    "forgotten_rooms",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("room_id", sa.Text, primary_key=True),
+    sqlite_with_rowid=False,
+)
+
+# Every change to a room's current state, in stream order (written by checkpoint,
+# with the stream ordering of the checkpoint's last event). /sync reads it for
+# "state since the token" and, through the member index, for a user's membership
+# changes; event_id NULL means the key left the state.
+current_state_deltas = sa.Table(
+    "current_state_deltas",
+    metadata,
+    sa.Column("stream_ordering", sa.Integer, nullable=False),
+    sa.Column("room_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("state_key", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=True),
+    sa.Index("current_state_deltas_room", "room_id", "stream_ordering"),
+    sa.Index("current_state_deltas_key", "state_key", "type", "stream_ordering"),
+)
+
+# m.room.redaction events that were accepted, by target (written by checkpoint).
+# Serving an event applies the redaction algorithm if a row names it.
+redactions = sa.Table(
+    "redactions",
+    metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("redacts", sa.Text, nullable=False),
+    sa.Index("redactions_redacts", "redacts"),
+    sqlite_with_rowid=False,
+)
+
+# Sync's transaction_id lookup: which device sent an event.
+txn_ids_event = sa.Index("txn_ids_event", txn_ids.c.event_id)

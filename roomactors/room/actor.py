@@ -51,7 +51,7 @@ Invariants
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -176,6 +176,7 @@ class RoomActor:
         event_cache_size: int = 512,
         state_cache_size: int = 16,
         txn_cache_size: int = 256,
+        on_commit: Callable[[RoomId, int, dict[str, Any]], None] | None = None,
     ) -> None:
         self._room_id = room_id
         self._db = db
@@ -183,6 +184,9 @@ class RoomActor:
         self._signing_key = signing_key
         self._clock = clock
         self._settings = settings
+        # Called after every event commit and apply (the notifier, the sender): it
+        # must not block or raise.
+        self._on_commit = on_commit
         # The room (None until it exists: loaded, created or joined).
         self._version: str | None = None
         self._rules: RoomVersionRules | None = None
@@ -309,16 +313,25 @@ class RoomActor:
         self._states.put(pdu.event_id, state)
         stream_ordering = orderings[pdu.event_id]
         self._events.put(pdu.event_id, self._known(pdu, stream_ordering, pdu.event_id))
+        if self._on_commit is not None:
+            self._on_commit(self._room_id, stream_ordering, pdu.json)
         return SendResult(event_id=pdu.event_id, stream_ordering=stream_ordering)
 
     # ----------------------------------------------------------------------------------
     # Handlers
     # ----------------------------------------------------------------------------------
 
-    async def _on_create_room(self, msg: CreateRoom) -> SendResult | BadEvent | Forbidden:
+    async def _on_create_room(self, msg: CreateRoom) -> SendResult | BadEvent | Forbidden | UnknownRoom:
         if self._version is not None:
             return BadEvent(errcode="M_ROOM_IN_USE", error=f"room {self._room_id} already exists")
-        return await self._start_room(msg.create_event)
+        result: SendResult | BadEvent | Forbidden | UnknownRoom = await self._start_room(msg.create_event)
+        # The createRoom sequence, each event its own commit, stopping at the first
+        # refusal (the caller validated the plan, so a refusal is a bad request).
+        for spec in msg.initial_events:
+            if not isinstance(result, SendResult):
+                break
+            result = await self._send(spec.sender, spec.type, spec.content, spec.state_key, None)
+        return result
 
     def _on_get_state(self) -> StateView | UnknownRoom:
         if self._version is None:
@@ -334,16 +347,22 @@ class RoomActor:
         )
 
     async def _on_send_event(self, msg: SendEvent) -> SendResult | Forbidden | BadEvent | UnknownRoom:
+        return await self._send(msg.sender, msg.type, msg.content, msg.state_key, msg.txn)
+
+    async def _send(
+        self, sender: UserId, type: str, content: dict[str, Any], state_key: str | None, txn: TxnRecord | None
+    ) -> SendResult | Forbidden | BadEvent | UnknownRoom:
+        """Build, sign, authorise and commit one local event (SendEvent and CreateRoom)."""
         if self._version is None or self._rules is None:
             return UnknownRoom(room_id=self._room_id)
         version, rules = self._version, self._rules
-        if msg.txn is not None:
-            earlier = await self._txn_result(msg.txn)
+        if txn is not None:
+            earlier = await self._txn_result(txn)
             if earlier is not None:
                 return earlier
         try:
-            if server_name_of(msg.sender) != self._server_name:
-                return Forbidden(error=f"{msg.sender} is not a user of {self._server_name}", rule=None)
+            if server_name_of(sender) != self._server_name:
+                return Forbidden(error=f"{sender} is not a user of {self._server_name}", rule=None)
         except InvalidEvent as e:
             return BadEvent(errcode="M_INVALID_PARAM", error=str(e))
 
@@ -351,19 +370,19 @@ class RoomActor:
         prevs = select_prev_events(self._extremities, self._ext_depth)
         state_before = await self.state_before(prevs)
         # auth_events: the auth events selection over the state before the event.
-        shape: dict[str, Any] = {"type": msg.type, "sender": msg.sender, "content": msg.content}
-        if msg.state_key is not None:
-            shape["state_key"] = msg.state_key
+        shape: dict[str, Any] = {"type": type, "sender": sender, "content": content}
+        if state_key is not None:
+            shape["state_key"] = state_key
         auth_ids = [state_before[k] for k in sorted(auth_types_for_event(shape, version)) if k in state_before]
         referenced = await self._events_json([*prevs, *auth_ids]) if rules.event_refs_are_pairs else None
         try:
             pdu = build_pdu(
                 room_version=version,
                 room_id=self._room_id,
-                sender=msg.sender,
-                type=msg.type,
-                content=msg.content,
-                state_key=msg.state_key,
+                sender=sender,
+                type=type,
+                content=content,
+                state_key=state_key,
                 prev_events=prevs,
                 auth_events=auth_ids,
                 depth=next_depth((self._ext_depth[p] for p in prevs), strict_canonical_json=rules.strict_canonical_json),
@@ -390,11 +409,11 @@ class RoomActor:
             state_before=state_before,
             own_change=own,
             becomes_extremity=True,
-            txn=msg.txn,
+            txn=txn,
         )
         result = SendResult(event_id=EventId(event_id), stream_ordering=stream_ordering)
-        if msg.txn is not None:
-            self._txns.put(msg.txn, result)
+        if txn is not None:
+            self._txns.put(txn, result)
         return result
 
     async def _on_ingest_pdu(self, msg: IngestPdu) -> PduOutcome | UnknownRoom:
@@ -729,6 +748,8 @@ class RoomActor:
             self._extremities = new_extremities
         if new_current is not None and new_current is not self._current:
             self._apply_current(new_current, current_delta, new_state_events)
+        if self._on_commit is not None:
+            self._on_commit(self._room_id, stream_ordering, pdu.json)
         return stream_ordering
 
     def _apply_current(
@@ -780,7 +801,17 @@ class RoomActor:
             soft_failed=soft_failed,
             state_base_ref=state_base_ref,
             state_delta=state_delta,
+            redacts=None if outlier else self._redacts(pdu),
         )
+
+    def _redacts(self, pdu: Pdu) -> str | None:
+        """The event an m.room.redaction targets (top-level ``redacts``, or
+        ``content.redacts`` where the rules moved it there: room version 11)."""
+        if pdu.type != "m.room.redaction" or self._rules is None:
+            return None
+        source = pdu.json.get("content") if self._rules.redacts_in_content else pdu.json
+        target = source.get("redacts") if isinstance(source, dict) else None
+        return target if isinstance(target, str) else None
 
     def _known(
         self,

@@ -161,6 +161,10 @@ def _sign(
     }
     if state_key is not None:
         event["state_key"] = state_key
+    if type == "m.room.redaction" and not rules.redacts_in_content and "redacts" in event["content"]:
+        # Room versions 1-10 carry the target as a top-level key; callers always
+        # pass it as content.redacts (the v11 place), and it moves here.
+        event["redacts"] = event["content"].pop("redacts")
     if rules.pdu_has_event_id:
         event["event_id"] = _server_assigned_event_id(server_name)
     return sign_event_and_hash(event, server_name, signing_key, rules)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "StateKey",
     "StateMap",
+    "EventSpec",
     "CreateRoom",
     "SendEvent",
     "IngestPdu",
@@ -143,12 +144,25 @@ class StateView:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EventSpec:
+    """A local event to build, as in ``SendEvent`` (without transaction ID)."""
+
+    sender: UserId
+    type: str
+    content: dict[str, Any]
+    state_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CreateRoom:
     """Start the room with this signed ``m.room.create`` PDU (see
-    ``roomactors.room.events.build_create_event``). Valid only for a room with no
-    events. Replies ``SendResult`` or ``BadEvent``."""
+    ``roomactors.room.events.build_create_event``), then send ``initial_events`` in
+    order (the createRoom sequence), stopping at the first refusal. Valid only for
+    a room with no events. Replies the last event's ``SendResult``, or the first
+    ``BadEvent``/``Forbidden``."""
 
     create_event: dict[str, Any]
+    initial_events: tuple[EventSpec, ...] = ()
     reply: trio.MemorySendChannel[SendResult | BadEvent]
 
 

@@ -16,6 +16,7 @@ from quart_trio import QuartTrio
 
 from api.app import create_app
 from api.server import serve
+from api.services import open_homeserver
 from api.settings import Settings, parse_settings
 from tests.helpers.http import LiveServer
 
@@ -26,14 +27,22 @@ def settings(tmp_path: Path) -> Settings:
         {
             "http": {"client_bind": ["127.0.0.1:0"], "graceful_timeout_s": 0.5},
             "database": {"path": "data/roomactors.db"},
+            "registration": {"enabled": True, "shared_secret": "test-shared-secret"},
         },
         base_dir=tmp_path,
     )
 
 
 @pytest.fixture
-def app(settings: Settings) -> QuartTrio:
-    return create_app(settings)
+async def homeserver(settings: Settings):
+    """The real services (database, room actors, typing) on tmp_path, as ``Deps``."""
+    async with open_homeserver(settings) as deps:
+        yield deps
+
+
+@pytest.fixture
+async def app(homeserver) -> QuartTrio:
+    return create_app(homeserver)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 from functools import partial
+
+from api.client.versions import SUPPORTED_VERSIONS
 from pathlib import Path
 
 import h2.config
@@ -40,7 +42,7 @@ VERSIONS_PATH = "/_matrix/client/versions"
 
 
 async def test_serves_versions_over_a_socket(live_server: LiveServer) -> None:
-    assert await get_versions(live_server) == {"versions": ["v1.17"], "unstable_features": {}}
+    assert await get_versions(live_server) == {"versions": list(SUPPORTED_VERSIONS), "unstable_features": {}}
 
 
 async def test_unknown_path_over_a_socket_is_json(live_server: LiveServer) -> None:
@@ -89,7 +91,7 @@ async def test_shutdown_trigger_stops_gracefully_and_creates_the_data_dir(settin
             binds = await nursery.start(partial(serve, settings, shutdown_trigger=stop.wait))
             assert settings.database.path.parent.is_dir()
             host, _, port = binds[0].removeprefix("http://").rpartition(":")
-            assert (await get_versions(LiveServer(host, int(port))))["versions"] == ["v1.17"]
+            assert (await get_versions(LiveServer(host, int(port))))["versions"] == list(SUPPORTED_VERSIONS)
             stop.set()
     # The nursery closed: hypercorn returned and the shutdown watcher ended.
 
@@ -101,7 +103,7 @@ async def test_sigterm_stops_serve_gracefully(settings: Settings) -> None:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(serve, settings)
             host, _, port = binds[0].removeprefix("http://").rpartition(":")
-            assert (await get_versions(LiveServer(host, int(port))))["versions"] == ["v1.17"]
+            assert (await get_versions(LiveServer(host, int(port))))["versions"] == list(SUPPORTED_VERSIONS)
             os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -167,7 +169,7 @@ async def test_h2c_upgrade_is_answered_in_http11(live_server: LiveServer) -> Non
     ).encode()
     status_line, _, body = split_response(await raw_exchange(live_server, request))
     assert status_line.startswith(b"HTTP/1.1 200"), status_line  # not 101 Switching Protocols
-    assert orjson.loads(body)["versions"] == ["v1.17"]
+    assert orjson.loads(body)["versions"] == list(SUPPORTED_VERSIONS)
 
 
 async def test_http2_prior_knowledge_gets_505_and_close(live_server: LiveServer) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,16 +12,31 @@ import pytest
 from api.settings import (
     DEFAULTS,
     ActorSettings,
+    AuthSettings,
+    Bucket,
     DatabaseSettings,
     HttpSettings,
+    RateLimitSettings,
+    RegistrationSettings,
     ServerSettings,
     Settings,
     SettingsError,
+    SyncSettings,
+    client_base_url,
     load_settings,
     parse_settings,
 )
 
 REPO_SETTINGS = Path(__file__).resolve().parents[2] / "settings.toml"
+
+#: Where the repository's settings.toml, which is also the development configuration
+#: `make serve` runs, departs from DEFAULTS. Each entry is marked in the file with
+#: "DEV OVERRIDE (default: <value>)" in the comment above the key. Keep this short:
+#: anything here is a difference between development and a fresh deployment.
+DEV_OVERRIDES: dict[str, dict[str, object]] = {
+    # The load generator and local clients register their own accounts.
+    "registration": {"enabled": True},
+}
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -29,22 +47,58 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults(tmp_path: Path) -> None:
     assert parse_settings({}, base_dir=tmp_path) == Settings(
-        server=ServerSettings(server_name="localhost", signing_key_path=tmp_path / "data/signing.key"),
+        server=ServerSettings(
+            server_name="localhost", signing_key_path=tmp_path / "data/signing.key", public_baseurl=""
+        ),
         http=HttpSettings(client_bind=("127.0.0.1:8008",), max_request_size=52428800, graceful_timeout_s=5.0),
         database=DatabaseSettings(path=tmp_path / "data/roomactors.db"),
         actors=ActorSettings(mailbox_size=64, idle_timeout_s=300.0),
+        registration=RegistrationSettings(enabled=False, require_token=False, shared_secret=""),
+        ratelimit=RateLimitSettings(
+            enabled=True,
+            message=Bucket(10.0, 50),
+            login=Bucket(0.5, 10),
+            register=Bucket(0.5, 10),
+            request=Bucket(100.0, 500),
+            room_create=Bucket(1.0, 20),
+        ),
+        auth=AuthSettings(access_token_lifetime_s=None, refresh_access_token_lifetime_s=300.0),
+        sync=SyncSettings(max_timeout_ms=120000, default_timeline_limit=10),
     )
 
 
-def test_repository_settings_file_documents_exactly_the_defaults() -> None:
-    loaded = load_settings(REPO_SETTINGS)
-    assert loaded == parse_settings({}, base_dir=REPO_SETTINGS.parent)
-    # Every known key is spelled out (with its comment) in the shipped file.
+def test_repository_settings_file_is_the_defaults_plus_the_dev_overrides() -> None:
     text = REPO_SETTINGS.read_text(encoding="utf-8")
-    for section, keys in DEFAULTS.items():
-        assert f"[{section}]" in text
-        for key in keys:
-            assert f"\n{key} = " in text, key
+    raw = tomllib.loads(text)
+    # Every section and key is spelled out, and each value is the default unless
+    # it is a listed dev override.
+    expected = {section: {**keys, **DEV_OVERRIDES.get(section, {})} for section, keys in DEFAULTS.items()}
+    assert {s: list(keys) for s, keys in raw.items()} == {s: list(keys) for s, keys in expected.items()}
+    assert raw == expected
+    assert load_settings(REPO_SETTINGS) == parse_settings(expected, base_dir=REPO_SETTINGS.parent)
+
+    # An override really differs from the default, and the file says so right above
+    # the key, with the default; no other key carries the mark.
+    lines = text.splitlines()
+    marked = 0
+    for section, overrides in DEV_OVERRIDES.items():
+        for key, value in overrides.items():
+            assert value != DEFAULTS[section][key], f"[{section}] {key} is listed but is the default"
+            start = lines.index(f"[{section}]")
+            at = next(i for i in range(start, len(lines)) if lines[i].startswith(f"{key} = "))
+            comments = []
+            while lines[at - 1].startswith("#"):
+                at -= 1
+                comments.append(lines[at])
+            mark = f"DEV OVERRIDE (default: {json.dumps(DEFAULTS[section][key])})"
+            assert any(mark in c for c in comments), f"[{section}] {key}: no '{mark}' comment"
+            marked += 1
+    assert text.count("DEV OVERRIDE (default:") == marked
+
+
+def test_every_default_section_has_a_settings_dataclass(tmp_path: Path) -> None:
+    settings = parse_settings({}, base_dir=tmp_path)
+    assert [f.name for f in dataclasses.fields(settings)] == list(DEFAULTS)
 
 
 def test_empty_file_means_defaults(tmp_path: Path) -> None:
@@ -78,6 +132,78 @@ def test_values_and_relative_paths_resolve_against_the_file(tmp_path: Path) -> N
     assert settings.http.max_request_size == 1048576
     assert settings.database.path == conf.resolve() / "db/homeserver.db"
     assert settings.actors == ActorSettings(mailbox_size=8, idle_timeout_s=30.0)
+
+
+def test_new_sections_parse(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [server]
+        public_baseurl = "https://matrix.example.org/"
+        [registration]
+        enabled = true
+        require_token = true
+        shared_secret = "s3cret"
+        [ratelimit]
+        enabled = false
+        message_per_second = 2
+        message_burst = 3
+        login_per_second = 0.1
+        room_create_burst = 1
+        [auth]
+        access_token_lifetime_s = 86400
+        refresh_access_token_lifetime_s = 60
+        [sync]
+        max_timeout_ms = 0
+        default_timeline_limit = 50
+        """,
+    )
+    settings = load_settings(path)
+    assert settings.server.public_baseurl == "https://matrix.example.org"
+    assert settings.registration == RegistrationSettings(enabled=True, require_token=True, shared_secret="s3cret")
+    assert settings.ratelimit == RateLimitSettings(
+        enabled=False,
+        message=Bucket(2.0, 3),
+        login=Bucket(0.1, 10),
+        register=Bucket(0.5, 10),
+        request=Bucket(100.0, 500),
+        room_create=Bucket(1.0, 1),
+    )
+    assert isinstance(settings.ratelimit.message.per_second, float)
+    assert settings.ratelimit.buckets() == {
+        "message": Bucket(2.0, 3),
+        "login": Bucket(0.1, 10),
+        "register": Bucket(0.5, 10),
+        "request": Bucket(100.0, 500),
+        "room_create": Bucket(1.0, 1),
+    }
+    assert settings.auth == AuthSettings(access_token_lifetime_s=86400.0, refresh_access_token_lifetime_s=60.0)
+    assert settings.sync == SyncSettings(max_timeout_ms=0, default_timeline_limit=50)
+
+
+def test_shared_secret_is_not_in_repr(tmp_path: Path) -> None:
+    settings = parse_settings({"registration": {"shared_secret": "hunter2-hunter2"}}, base_dir=tmp_path)
+    assert settings.registration.shared_secret == "hunter2-hunter2"
+    assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("server", "http", "url"),
+    [
+        ({}, {}, "http://127.0.0.1:8008"),
+        ({}, {"client_bind": ["0.0.0.0:8448", "[::1]:9"]}, "http://127.0.0.1:8448"),
+        ({}, {"client_bind": ["[::]:8008"]}, "http://[::1]:8008"),
+        ({}, {"client_bind": ["[0:0::0]:8008"]}, "http://[::1]:8008"),
+        ({}, {"client_bind": ["[2001:db8::1]:80"]}, "http://[2001:db8::1]:80"),
+        ({}, {"client_bind": ["matrix.local:08008"]}, "http://matrix.local:8008"),
+        ({"public_baseurl": "https://matrix.example.org"}, {}, "https://matrix.example.org"),
+        ({"public_baseurl": "https://example.org/matrix/"}, {}, "https://example.org/matrix"),
+        ({"public_baseurl": "http://[::1]:8008/"}, {}, "http://[::1]:8008"),
+    ],
+)
+def test_client_base_url(tmp_path: Path, server: dict, http: dict, url: str) -> None:
+    settings = parse_settings({"server": server, "http": http}, base_dir=tmp_path)
+    assert client_base_url(settings) == url
 
 
 def test_settings_are_frozen(tmp_path: Path) -> None:
@@ -126,6 +252,35 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
         ("[actors]\nquarantine_window_s = -1\n", r"quarantine_window_s must be greater than 0"),
         ("[actors]\nmax_loaded_rooms = 1.5\n", r"max_loaded_rooms must be an integer"),
         ("[actors]\nrequest_timeout_s = 'soon'\n", r"request_timeout_s must be a number of seconds"),
+        ("[server]\npublic_baseurl = 8008\n", r"\[server\] public_baseurl must be a string"),
+        ("[server]\npublic_baseurl = 'matrix.example.org'\n", r"public_baseurl 'matrix.example.org' is not an http"),
+        ("[server]\npublic_baseurl = 'ftp://example.org'\n", r"public_baseurl 'ftp://example.org' is not an http"),
+        ("[server]\npublic_baseurl = 'https://'\n", r"is not an http:// or https:// URL"),
+        ("[server]\npublic_baseurl = 'https://bad host/'\n", r"is not an http:// or https:// URL"),
+        ("[server]\npublic_baseurl = 'https://example.org:99999'\n", r"is not an http:// or https:// URL"),
+        ("[server]\npublic_baseurl = 'https://example.org:0'\n", r"is not an http:// or https:// URL"),
+        ("[server]\npublic_baseurl = 'https://[::1/'\n", r"is not an http:// or https:// URL"),
+        ("[server]\npublic_baseurl = 'https://example.org/?x=1'\n", r"URL without query, fragment or user info"),
+        ("[server]\npublic_baseurl = 'https://example.org/#x'\n", r"URL without query, fragment or user info"),
+        ("[server]\npublic_baseurl = 'https://u:p@example.org'\n", r"URL without query, fragment or user info"),
+        ("[registration]\nenabled = 1\n", r"\[registration\] enabled must be true or false, got 1"),
+        ("[registration]\nrequire_token = 'yes'\n", r"\[registration\] require_token must be true or false"),
+        ("[registration]\nshared_secret = 42\n", r"\[registration\] shared_secret must be a string \(\"\" to disable\), got int"),
+        ("[registration]\nshared_secret = ' x '\n", r"shared_secret must not start or end with whitespace$"),
+        ("[ratelimit]\nenabled = 'false'\n", r"\[ratelimit\] enabled must be true or false"),
+        ("[ratelimit]\nmessage_per_second = 0\n", r"message_per_second must be a finite number greater than 0, got 0"),
+        ("[ratelimit]\nlogin_per_second = -1.5\n", r"login_per_second must be a finite number greater than 0"),
+        ("[ratelimit]\nregister_per_second = inf\n", r"register_per_second must be a finite number greater than 0"),
+        ("[ratelimit]\nrequest_per_second = nan\n", r"request_per_second must be a finite number greater than 0"),
+        ("[ratelimit]\nroom_create_per_second = true\n", r"room_create_per_second must be a number of requests per second"),
+        ("[ratelimit]\nmessage_burst = 0\n", r"\[ratelimit\] message_burst must be at least 1"),
+        ("[ratelimit]\nrequest_burst = 2.5\n", r"\[ratelimit\] request_burst must be an integer"),
+        ("[ratelimit]\nmessages_burst = 5\n", r"unknown key \[ratelimit\] messages_burst"),
+        ("[auth]\naccess_token_lifetime_s = -1\n", r"\[auth\] access_token_lifetime_s must be at least 0"),
+        ("[auth]\nrefresh_access_token_lifetime_s = 0\n", r"refresh_access_token_lifetime_s must be greater than 0"),
+        ("[sync]\nmax_timeout_ms = -1\n", r"\[sync\] max_timeout_ms must be at least 0"),
+        ("[sync]\nmax_timeout_ms = 1.5\n", r"\[sync\] max_timeout_ms must be an integer"),
+        ("[sync]\ndefault_timeline_limit = 0\n", r"\[sync\] default_timeline_limit must be at least 1"),
     ],
 )
 def test_invalid_values_name_file_section_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -1,0 +1,107 @@
+"""Request bodies and parameters: JSON objects only, with the spec's errcodes.
+
+``json_body()`` reads the (size-limited, see ``MAX_CONTENT_LENGTH``) body and
+returns a JSON object, refusing invalid JSON with 400 ``M_NOT_JSON`` and valid JSON
+that is not an object with 400 ``M_BAD_JSON`` (client-server-api, "Common error
+codes"). An empty body counts as ``{}`` where the endpoint allows it. The typed
+getters raise ``M_BAD_JSON``/``M_INVALID_PARAM`` naming the field, so no view ever
+turns a wrong type into a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from quart import request
+
+from api.errors import MatrixError
+
+__all__ = ["json_body", "get_str", "get_bool", "get_int", "get_obj", "query_int", "query_bool"]
+
+_MISSING = object()
+
+
+async def json_body(*, allow_empty: bool = False) -> dict[str, Any]:
+    raw = await request.get_data(cache=True)
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise MatrixError("M_NOT_JSON", 400, "the request body must be a JSON object")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MatrixError("M_NOT_JSON", 400, "the request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise MatrixError("M_BAD_JSON", 400, "the request body must be a JSON object")
+    return value
+
+
+def _bad(field: str, what: str) -> MatrixError:
+    return MatrixError("M_BAD_JSON", 400, f"{field!r} must be {what}")
+
+
+def get_str(body: dict[str, Any], field: str, default: Any = _MISSING) -> Any:
+    value = body.get(field, _MISSING)
+    if value is _MISSING or (value is None and default is not _MISSING):
+        if default is _MISSING:
+            raise MatrixError("M_MISSING_PARAM", 400, f"missing {field!r}")
+        return default
+    if not isinstance(value, str):
+        raise _bad(field, "a string")
+    return value
+
+
+def get_bool(body: dict[str, Any], field: str, default: bool) -> bool:
+    value = body.get(field, default)
+    if not isinstance(value, bool):
+        raise _bad(field, "a boolean")
+    return value
+
+
+def get_int(body: dict[str, Any], field: str, default: Any = _MISSING) -> Any:
+    value = body.get(field, _MISSING)
+    if value is _MISSING:
+        if default is _MISSING:
+            raise MatrixError("M_MISSING_PARAM", 400, f"missing {field!r}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(field, "an integer")
+    return value
+
+
+def get_obj(body: dict[str, Any], field: str, default: Any = _MISSING) -> Any:
+    value = body.get(field, _MISSING)
+    if value is _MISSING:
+        if default is _MISSING:
+            raise MatrixError("M_MISSING_PARAM", 400, f"missing {field!r}")
+        return default
+    if not isinstance(value, dict):
+        raise _bad(field, "an object")
+    return value
+
+
+def query_int(name: str, default: int | None, *, minimum: int = 0, maximum: int | None = None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise MatrixError("M_INVALID_PARAM", 400, f"query parameter {name!r} must be an integer") from None
+    if value < minimum:
+        raise MatrixError("M_INVALID_PARAM", 400, f"query parameter {name!r} must be at least {minimum}")
+    if maximum is not None:
+        value = min(value, maximum)
+    return value
+
+
+def query_bool(name: str, default: bool) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if raw in ("true", "1"):
+        return True
+    if raw in ("false", "0"):
+        return False
+    raise MatrixError("M_INVALID_PARAM", 400, f"query parameter {name!r} must be true or false")

@@ -1,0 +1,145 @@
+"""Typing, receipts, read markers and presence (client-server "Typing
+Notifications", "Receipts", "Fully read markers", "Presence").
+
+Theory of operation
+-------------------
+Typing lives only in memory (``roomactors.typing.TypingService``). Receipts and
+presence are rows on the misc stream (``storage.userdata``), written in one
+transaction each and then announced with ``notifier.notify(room_id)`` (receipts)
+or the user's own key plus every joined room (presence), so long polls wake.
+Only joined members may send typing notifications or receipts; a receipt must
+name an event of that room.
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint
+
+from api.auth import requester
+from api.body import get_bool, get_int, get_str, json_body
+from api.deps import Deps, deps
+from api.errors import MatrixError, forbidden, not_found
+from api.responses import json_response
+from api.routes import client_route
+from storage import timeline, userdata
+
+__all__ = ["blueprint", "note_presence"]
+
+blueprint = Blueprint("ephemeral", __name__)
+
+_RECEIPT_TYPES = ("m.read", "m.read.private", "m.fully_read")
+
+
+async def _require_joined(d: Deps, room_id: str, user_id: str) -> None:
+    m = (await d.db.read(timeline.get_memberships, user_id)).get(room_id)
+    if m is None or m.membership != "join":
+        raise forbidden("you are not joined to this room")
+
+
+@client_route(blueprint, "/rooms/<room_id>/typing/<user_id>", ["PUT"])
+async def typing(room_id: str, user_id: str):
+    d = deps()
+    who = await requester()
+    if user_id != who.user_id:
+        raise forbidden("you can only set your own typing state")
+    body = await json_body()
+    is_typing = get_bool(body, "typing", False) if "typing" in body else None
+    if is_typing is None:
+        raise MatrixError("M_MISSING_PARAM", 400, "missing 'typing'")
+    timeout = get_int(body, "timeout", 30_000)
+    await _require_joined(d, room_id, who.user_id)
+    d.typing.set_typing(room_id, who.user_id, is_typing, timeout)
+    return json_response({})
+
+
+async def _set_receipt(d: Deps, room_id: str, user_id: str, receipt_type: str, event_id: str, thread_id: str) -> None:
+    if receipt_type == "m.fully_read":
+        await d.db.write(userdata.set_account_data, user_id, room_id, "m.fully_read", {"event_id": event_id})
+        d.notifier.notify(user_id)
+        return
+    await d.db.write(userdata.set_receipt, room_id, receipt_type, user_id, thread_id, event_id, d.clock.time_ms())
+    d.notifier.notify(room_id)
+
+
+@client_route(blueprint, "/rooms/<room_id>/receipt/<receipt_type>/<event_id>", ["POST"])
+async def receipt(room_id: str, receipt_type: str, event_id: str):
+    d = deps()
+    who = await requester()
+    if receipt_type not in _RECEIPT_TYPES:
+        raise MatrixError("M_INVALID_PARAM", 400, f"unknown receipt type {receipt_type!r}")
+    body = await json_body(allow_empty=True)
+    thread_id = get_str(body, "thread_id", "")
+    if thread_id and receipt_type == "m.fully_read":
+        raise MatrixError("M_INVALID_PARAM", 400, "m.fully_read cannot be threaded")
+    await _require_joined(d, room_id, who.user_id)
+    event = await d.db.read(timeline.get_event, event_id)
+    if event is None or event.room_id != room_id:
+        raise not_found("event not found in this room")
+    await _set_receipt(d, room_id, who.user_id, receipt_type, event_id, thread_id)
+    return json_response({})
+
+
+@client_route(blueprint, "/rooms/<room_id>/read_markers", ["POST"])
+async def read_markers(room_id: str):
+    d = deps()
+    who = await requester()
+    body = await json_body()
+    await _require_joined(d, room_id, who.user_id)
+    for key, receipt_type in (("m.fully_read", "m.fully_read"), ("m.read", "m.read"), ("m.read.private", "m.read.private")):
+        event_id = body.get(key)
+        if event_id is None:
+            continue
+        if not isinstance(event_id, str):
+            raise MatrixError("M_BAD_JSON", 400, f"{key!r} must be an event ID")
+        event = await d.db.read(timeline.get_event, event_id)
+        if event is None or event.room_id != room_id:
+            raise not_found(f"event {event_id} not found in this room")
+        await _set_receipt(d, room_id, who.user_id, receipt_type, event_id, "")
+    return json_response({})
+
+
+_PRESENCE = ("online", "offline", "unavailable")
+
+
+async def note_presence(d: Deps, user_id: str, state: str, status_msg: str | None = None, *, keep_msg: bool = True) -> None:
+    """Record presence (on /sync's set_presence or PUT /presence) and wake peers."""
+    current = await d.db.read(userdata.get_presence, user_id)
+    if keep_msg and current is not None and status_msg is None:
+        status_msg = current.get("status_msg")
+    if current is not None and current["presence"] == state and current.get("status_msg") == status_msg and \
+            d.clock.time_ms() - current["last_active_ts"] < 60_000:
+        return  # unchanged and recent: no new stream row
+    await d.db.write(userdata.set_presence, user_id, state, status_msg, d.clock.time_ms())
+    rooms = [r for r, m in (await d.db.read(timeline.get_memberships, user_id)).items() if m.membership == "join"]
+    d.notifier.notify(user_id, *rooms)
+
+
+@client_route(blueprint, "/presence/<user_id>/status", ["PUT"])
+async def put_presence(user_id: str):
+    d = deps()
+    who = await requester()
+    if user_id != who.user_id:
+        raise forbidden("you can only set your own presence")
+    body = await json_body()
+    state = get_str(body, "presence")
+    if state not in _PRESENCE:
+        raise MatrixError("M_INVALID_PARAM", 400, "presence must be online, offline or unavailable")
+    status_msg = get_str(body, "status_msg", None)
+    await note_presence(d, who.user_id, state, status_msg, keep_msg=False)
+    return json_response({})
+
+
+@client_route(blueprint, "/presence/<user_id>/status", ["GET"])
+async def get_presence(user_id: str):
+    d = deps()
+    await requester()
+    current = await d.db.read(userdata.get_presence, user_id)
+    if current is None:
+        if await d.db.read(__import__("storage.accounts", fromlist=["user_exists"]).user_exists, user_id):
+            return json_response({"presence": "offline"})
+        raise not_found("unknown user")
+    out = {"presence": current["presence"], "last_active_ago": max(0, d.clock.time_ms() - current["last_active_ts"])}
+    if current.get("status_msg") is not None:
+        out["status_msg"] = current["status_msg"]
+    out["currently_active"] = current["presence"] == "online" and out["last_active_ago"] < 300_000
+    return json_response(out)

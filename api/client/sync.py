@@ -1,0 +1,442 @@
+"""``GET /sync`` and the filter endpoints.
+
+Theory of operation
+-------------------
+A sync is one consistent read of the database (``compute_sync`` runs in a single
+``db.read``: one WAL snapshot), bracketed by the notifier so a long poll never
+misses a change and never polls::
+
+    with notifier.listen({user_id, *room_ids}) as listener:   # 1. register
+        response = await db.read(compute_sync, …)              # 2. read
+        if response is empty and timeout left:
+            await listener.wait()  (under move_on_after)       # 3. sleep
+            → loop to 1
+
+**Tokens.** ``next_batch`` is opaque to clients: ``s<events>_<misc>_<typing>``,
+where *events* is the greatest ``stream_ordering`` read, *misc* the position of the
+account data / receipts / presence / push-rules stream, and *typing* the typing
+service's serial. A token that does not parse answers 400 ``M_INVALID_PARAM``.
+
+**Rooms.** A room's section depends on the user's membership at the end of the
+window and whether it changed inside it:
+
+* ``join``: timeline = the served events after ``since`` (the latest ``limit``;
+  ``limited`` if more), filtered by history visibility and the timeline filter;
+  ``state`` = current-state changes in the window that are not in the timeline —
+  or, on initial sync, ``full_state`` or a fresh join, the whole current state
+  minus the timeline's events (lazy-loading trims members to the timeline's
+  senders). ``prev_batch`` is a ``/messages`` token at the timeline's start.
+  Ephemeral ``m.typing`` / ``m.receipt``, room account data, ``summary`` and
+  ``unread_notifications`` complete it.
+* ``invite`` / ``knock``: the stripped state plus the user's own member event.
+* ``leave`` / ``ban``: on incremental syncs when it changed in the window (and on
+  initial syncs with ``include_leave``): the timeline up to the leave.
+  Forgotten rooms are skipped.
+
+**Unread counts** come from ``api.client.notifications`` (push rules evaluated
+over the events after the user's read receipt).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import trio
+from quart import Blueprint, request
+
+from api.auth import requester
+from api.body import json_body, query_bool, query_int
+from api.deps import deps
+from api.errors import MatrixError, forbidden, not_found
+from api.responses import json_response
+from api.routes import client_route
+from roomactors.protocol.client_format import client_event
+from roomactors.protocol.filters import (
+    DEFAULT_FILTER,
+    Filter,
+    FilterError,
+    RoomEventFilter,
+    apply_event_fields,
+    event_allowed,
+    parse_filter,
+    parse_filter_json_param,
+    room_allowed,
+)
+from roomactors.protocol.room_versions import get_rules
+from roomactors.protocol.visibility import stripped_state
+from storage import timeline, userdata
+from storage.accounts import current_stream_id
+from storage.rooms import StoredEvent, get_events
+from storage.schema import forgotten_rooms, rooms
+
+__all__ = ["blueprint", "SyncToken", "compute_sync", "format_events"]
+
+blueprint = Blueprint("sync", __name__)
+
+_TOKEN = re.compile(r"s(\d+)_(\d+)_(\d+)\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncToken:
+    events: int
+    misc: int
+    typing: int
+
+    def __str__(self) -> str:
+        return f"s{self.events}_{self.misc}_{self.typing}"
+
+    @classmethod
+    def parse(cls, text: str) -> SyncToken:
+        m = _TOKEN.match(text)
+        if m is None:
+            raise MatrixError("M_INVALID_PARAM", 400, f"invalid sync token {text!r}")
+        return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+
+
+@dataclass(slots=True)
+class SyncRequest:
+    user_id: str
+    device_id: str
+    since: SyncToken | None
+    filter: Filter
+    full_state: bool
+    now_ms: int
+    default_limit: int
+
+
+@dataclass(slots=True)
+class SyncResult:
+    body: dict[str, Any]
+    events_pos: int
+    misc_pos: int
+    joined: list[str] = field(default_factory=list)
+    empty: bool = True
+
+
+def format_events(
+    conn: sa.Connection,
+    evs: list[StoredEvent],
+    *,
+    user_id: str,
+    device_id: str,
+    room_version: str,
+    now_ms: int,
+    include_room_id: bool,
+    event_fields: tuple[str, ...] | None = None,
+) -> list[dict[str, Any]]:
+    """Stored events as client events: redactions applied, own transaction IDs."""
+    if not evs:
+        return []
+    ids = [e.event_id for e in evs]
+    redacted = timeline.get_redactions(conn, ids)
+    own = [e.event_id for e in evs if e.json.get("sender") == user_id]
+    txns = timeline.get_txn_ids(conn, own, user_id, device_id)
+    rules = get_rules(room_version)
+    out = []
+    for ev in evs:
+        because = None
+        if ev.event_id in redacted:
+            r = redacted[ev.event_id]
+            # Spec "Redactions": apply a redaction by another user only if it was
+            # authorised (the sender's own events, or one with the redact level,
+            # which local sends check before sending; v3+ the same-server rule).
+            because = client_event(r.json, r.event_id, now_ms=now_ms, include_room_id=include_room_id,
+                                   room_version_rules=rules, room_id=ev.room_id)
+        event = client_event(
+            ev.json,
+            ev.event_id,
+            now_ms=now_ms,
+            include_room_id=include_room_id,
+            transaction_id=txns.get(ev.event_id),
+            redacted_because=because,
+            room_version_rules=rules,
+            room_id=ev.room_id,
+        )
+        if event_fields is not None:
+            event = apply_event_fields(event, event_fields)
+        out.append(event)
+    return out
+
+
+def _room_versions(conn: sa.Connection, room_ids: list[str]) -> dict[str, str]:
+    if not room_ids:
+        return {}
+    return dict(conn.execute(sa.select(rooms.c.room_id, rooms.c.room_version).where(rooms.c.room_id.in_(room_ids))).all())
+
+
+def _forgotten(conn: sa.Connection, user_id: str) -> set[str]:
+    return set(conn.execute(sa.select(forgotten_rooms.c.room_id).where(forgotten_rooms.c.user_id == user_id)).scalars())
+
+
+def _state_allowed(f: RoomEventFilter, event: dict[str, Any], room_id: str) -> bool:
+    return event_allowed(f, event, room_id=room_id)
+
+
+def _summary(members: dict[str, dict[str, Any]], user_id: str) -> dict[str, Any]:
+    joined = sorted(u for u, e in members.items() if e.get("content", {}).get("membership") == "join")
+    invited = sorted(u for u, e in members.items() if e.get("content", {}).get("membership") == "invite")
+    heroes = [u for u in joined + invited if u != user_id][:5]
+    return {"m.heroes": heroes, "m.joined_member_count": len(joined), "m.invited_member_count": len(invited)}
+
+
+def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
+    from api.client.notifications import unread_counts
+
+    upto = timeline.max_stream_ordering(conn)
+    misc_upto = current_stream_id(conn)
+    since_ev = req.since.events if req.since else 0
+    since_misc = req.since.misc if req.since else 0
+    initial = req.since is None
+    f = req.filter
+    room_filter = f.room
+    limit = room_filter.timeline.limit or req.default_limit
+    lazy = bool(room_filter.state.lazy_load_members)
+    memberships = timeline.get_memberships(conn, req.user_id)
+    changed = set() if initial else timeline.get_membership_changes(conn, req.user_id, since_ev, upto)
+    forgotten = _forgotten(conn, req.user_id)
+    versions = _room_versions(conn, list(memberships))
+    result = SyncResult(body={}, events_pos=upto, misc_pos=misc_upto)
+    join: dict[str, Any] = {}
+    invite: dict[str, Any] = {}
+    leave: dict[str, Any] = {}
+    knock: dict[str, Any] = {}
+    joined_ids = [r for r, m in memberships.items() if m.membership == "join" and room_allowed(room_filter, r)]
+    with_events = set(joined_ids) if initial else timeline.rooms_with_events_since(conn, joined_ids, since_ev, upto)
+    receipts = userdata.get_receipts_since(conn, joined_ids, since_misc, misc_upto, viewer=req.user_id)
+    account = userdata.get_account_data_since(conn, req.user_id, since_misc, misc_upto)
+    room_account: dict[str, list[dict[str, Any]]] = {}
+    global_account = []
+    for room_id, type_, content in account:
+        if room_id:
+            room_account.setdefault(room_id, []).append({"type": type_, "content": content})
+        elif event_allowed(f.account_data, {"type": type_}):
+            global_account.append({"type": type_, "content": content})
+
+    def fmt(evs: list[StoredEvent], room_id: str) -> list[dict[str, Any]]:
+        return format_events(conn, evs, user_id=req.user_id, device_id=req.device_id,
+                             room_version=versions.get(room_id, "1"), now_ms=req.now_ms,
+                             include_room_id=False, event_fields=f.event_fields)
+
+    for room_id in joined_ids:
+        fresh = initial or req.full_state or room_id in changed
+        section: dict[str, Any] = {}
+        if room_id in with_events or fresh:
+            after = 0 if fresh and initial else since_ev
+            candidates = timeline.get_timeline(conn, room_id, after=after, upto=upto, limit=limit + 1)
+            limited = len(candidates) > limit
+            candidates = candidates[-limit:] if limited else candidates
+            visible = timeline.filter_visible_events(conn, req.user_id, candidates, "join")
+            visible = [e for e in visible if event_allowed(room_filter.timeline, e.json, room_id=room_id)]
+            if room_id in changed and not initial and not limited:
+                # A fresh join in an incremental sync: its timeline starts after since.
+                pass
+            timeline_ids = {e.event_id for e in visible}
+            if fresh:
+                state_ids = timeline.get_current_state_ids(conn, room_id)
+            else:
+                state_ids = {k: v for k, v in timeline.get_state_deltas(conn, room_id, since_ev, upto).items() if v}
+            wanted = {k: v for k, v in state_ids.items() if v not in timeline_ids}
+            if lazy:
+                senders = {e.json.get("sender") for e in visible} | {req.user_id}
+                wanted = {k: v for k, v in wanted.items() if k[0] != "m.room.member" or k[1] in senders}
+            state_events = list(get_events(conn, wanted.values()).values())
+            state_events = [e for e in state_events if _state_allowed(room_filter.state, e.json, room_id)]
+            state_events.sort(key=lambda e: e.stream_ordering)
+            prev = f"t{visible[0].stream_ordering}" if visible else f"t{upto + 1}"
+            section["timeline"] = {"events": fmt(visible, room_id), "limited": limited, "prev_batch": prev}
+            section["state"] = {"events": fmt(state_events, room_id)}
+            if fresh or any(k[0] == "m.room.member" for k in state_ids):
+                section["summary"] = _summary(timeline.get_room_members(conn, room_id), req.user_id)
+        ephemeral = []
+        if room_id in receipts:
+            ephemeral.append({"type": "m.receipt", "content": receipts[room_id]})
+        if ephemeral:
+            section["ephemeral"] = {"events": ephemeral}
+        if room_id in room_account:
+            section["account_data"] = {"events": room_account[room_id]}
+        if section or fresh:
+            section.setdefault("timeline", {"events": [], "limited": False, "prev_batch": f"t{upto + 1}"})
+            section.setdefault("state", {"events": []})
+            section.setdefault("ephemeral", {"events": []})
+            section.setdefault("account_data", {"events": []})
+            counts = unread_counts(conn, req.user_id, room_id, versions.get(room_id, "1"))
+            section["unread_notifications"] = counts
+            join[room_id] = section
+    for room_id, m in memberships.items():
+        if not room_allowed(room_filter, room_id) or not (initial or room_id in changed):
+            continue
+        if m.membership in ("invite", "knock"):
+            current = timeline.get_current_state_ids(conn, room_id)
+            evs = get_events(conn, current.values())
+            by_key = {k: evs[v].json for k, v in current.items() if v in evs}
+            stripped = stripped_state(by_key)
+            own = m.event
+            stripped.append({"type": own["type"], "state_key": own["state_key"], "sender": own["sender"],
+                             "content": own["content"]})
+            if m.membership == "invite":
+                invite[room_id] = {"invite_state": {"events": stripped}}
+            else:
+                knock[room_id] = {"knock_state": {"events": stripped}}
+        elif m.membership in ("leave", "ban") and room_id not in forgotten and (not initial or room_filter.include_leave):
+            candidates = timeline.get_timeline(conn, room_id, after=since_ev, upto=m.stream_ordering, limit=limit + 1)
+            limited = len(candidates) > limit
+            candidates = candidates[-limit:] if limited else candidates
+            visible = timeline.filter_visible_events(conn, req.user_id, candidates, m.membership)
+            prev = f"t{visible[0].stream_ordering}" if visible else f"t{m.stream_ordering}"
+            leave[room_id] = {
+                "timeline": {"events": fmt(visible, room_id), "limited": limited, "prev_batch": prev},
+                "state": {"events": []},
+                "account_data": {"events": room_account.get(room_id, [])},
+            }
+    body: dict[str, Any] = {"next_batch": "", "rooms": {}}
+    if join:
+        body["rooms"]["join"] = join
+    if invite:
+        body["rooms"]["invite"] = invite
+    if leave:
+        body["rooms"]["leave"] = leave
+    if knock:
+        body["rooms"]["knock"] = knock
+    if global_account:
+        body["account_data"] = {"events": global_account}
+    # Presence of users sharing a joined room.
+    if joined_ids:
+        peers = set()
+        for room_id in joined_ids:
+            peers.update(u for u, e in timeline.get_room_members(conn, room_id).items()
+                         if e.get("content", {}).get("membership") == "join")
+        pres = userdata.get_presence_since(conn, sorted(peers), since_misc, misc_upto)
+        events = [
+            {"type": "m.presence", "sender": p["user_id"],
+             "content": {k: v for k, v in {"presence": p["presence"], "status_msg": p["status_msg"],
+                                           "last_active_ago": max(0, req.now_ms - p["last_active_ts"])}.items()
+                         if v is not None}}
+            for p in pres
+        ]
+        events = [e for e in events if event_allowed(f.presence, e)]
+        if events:
+            body["presence"] = {"events": events}
+    result.body = body
+    result.joined = joined_ids
+    result.empty = not (join or invite or leave or knock or global_account or body.get("presence"))
+    return result
+
+
+async def _load_filter(user_id: str) -> Filter:
+    d = deps()
+    raw = request.args.get("filter")
+    if raw is None:
+        return DEFAULT_FILTER
+    try:
+        kind, value = parse_filter_json_param(raw)
+    except FilterError as e:
+        raise MatrixError(e.errcode, 400, e.error) from None
+    if kind == "inline":
+        return value  # type: ignore[return-value]
+    try:
+        filter_id = int(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise MatrixError("M_INVALID_PARAM", 400, f"unknown filter {value!r}") from None
+    stored = await d.db.read(userdata.get_filter, user_id, filter_id)
+    if stored is None:
+        raise MatrixError("M_INVALID_PARAM", 400, f"unknown filter {value!r}")
+    return parse_filter(stored)
+
+
+def _add_typing(result: SyncResult, since_typing: int | None) -> None:
+    typing = deps().typing
+    join = result.body.get("rooms", {}).get("join", {})
+    for room_id in result.joined:
+        if since_typing is None or typing.changed_since(room_id, since_typing):
+            users = typing.typing_users(room_id)
+            if since_typing is None and not users:
+                continue
+            section = join.get(room_id)
+            if section is None:
+                section = {"timeline": {"events": [], "limited": False, "prev_batch": f"t{result.events_pos + 1}"},
+                           "state": {"events": []}, "ephemeral": {"events": []}, "account_data": {"events": []}}
+                join[room_id] = section
+                result.body.setdefault("rooms", {})["join"] = join
+                result.empty = False
+            section.setdefault("ephemeral", {"events": []})["events"].append(
+                {"type": "m.typing", "content": {"user_ids": users}}
+            )
+
+
+@client_route(blueprint, "/sync", ["GET"])
+async def sync():
+    d = deps()
+    who = await requester()
+    since_raw = request.args.get("since")
+    since = SyncToken.parse(since_raw) if since_raw else None
+    timeout_ms = query_int("timeout", 0, maximum=d.settings.sync.max_timeout_ms) or 0
+    full_state = query_bool("full_state", False)
+    filt = await _load_filter(who.user_id)
+    set_presence = request.args.get("set_presence")
+    if set_presence is not None and set_presence not in ("online", "offline", "unavailable"):
+        raise MatrixError("M_INVALID_PARAM", 400, "set_presence must be online, offline or unavailable")
+    if set_presence in ("online", "unavailable"):
+        from api.client.ephemeral import note_presence
+
+        await note_presence(d, who.user_id, set_presence)
+    deadline = trio.current_time() + timeout_ms / 1000
+    memberships = await d.db.read(timeline.get_memberships, who.user_id)
+    keys = {who.user_id, *memberships}
+    while True:
+        typing_serial = d.typing.serial
+        with d.notifier.listen(keys) as listener:
+            req = SyncRequest(
+                user_id=who.user_id, device_id=who.device_id, since=since, filter=filt,
+                full_state=full_state, now_ms=d.clock.time_ms(), default_limit=d.settings.sync.default_timeline_limit,
+            )
+            result = await d.db.read(compute_sync, req)
+            _add_typing(result, since.typing if since else None)
+            if not result.empty or since is None or full_state or trio.current_time() >= deadline:
+                break
+            keys_now = {who.user_id, *result.joined}
+            if keys_now - keys:
+                keys = keys | keys_now  # joined a room since we registered: listen to it too
+                continue
+            with trio.move_on_at(deadline):
+                await listener.wait()
+            if trio.current_time() >= deadline and not listener.woken:
+                break
+    result.body["next_batch"] = str(SyncToken(result.events_pos, result.misc_pos, typing_serial))
+    return json_response(result.body)
+
+
+# --------------------------------------------------------------------------- filters
+
+
+@client_route(blueprint, "/user/<user_id>/filter", ["POST"])
+async def create_filter(user_id: str):
+    d = deps()
+    who = await requester()
+    if user_id != who.user_id:
+        raise forbidden("you can only create filters for yourself")
+    body = await json_body()
+    try:
+        parse_filter(body)
+    except FilterError as e:
+        raise MatrixError(e.errcode, 400, e.error) from None
+    filter_id = await d.db.write(userdata.add_filter, who.user_id, body)
+    return json_response({"filter_id": str(filter_id)})
+
+
+@client_route(blueprint, "/user/<user_id>/filter/<filter_id>", ["GET"])
+async def get_filter(user_id: str, filter_id: str):
+    d = deps()
+    who = await requester()
+    if user_id != who.user_id:
+        raise forbidden("you can only read your own filters")
+    try:
+        number = int(filter_id)
+    except ValueError:
+        raise not_found("no such filter") from None
+    stored = await d.db.read(userdata.get_filter, who.user_id, number)
+    if stored is None:
+        raise not_found("no such filter")
+    return json_response(stored)

@@ -1,0 +1,49 @@
+"""Deps: the services a view may use, built once by the composition root.
+
+Theory of operation
+-------------------
+``api.services.open_homeserver`` builds one frozen ``Deps`` and ``create_app``
+stores it on the app; views call :func:`deps` to reach it. It is explicit
+constructor-style dependency passing (docs/ARCHITECTURE.md, "Dependencies"), not
+a service locator: the set of services is fixed here and typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from quart import current_app
+
+from roomactors.clock import Clock
+from roomactors.notifier import Notifier
+from roomactors.registry import RoomRegistry
+from roomactors.typing import TypingService
+from storage.db import Database
+
+if TYPE_CHECKING:
+    from api.auth import TokenCache
+    from api.ratelimit import RateLimiter
+    from api.settings import Settings
+    from api.client.uia import UiaSessions
+
+__all__ = ["Deps", "deps"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deps:
+    settings: Settings
+    server_name: str
+    signing_key: Any
+    db: Database
+    registry: RoomRegistry
+    notifier: Notifier
+    typing: TypingService
+    clock: Clock
+    tokens: TokenCache
+    ratelimiter: RateLimiter
+    uia: UiaSessions
+
+
+def deps() -> Deps:
+    return current_app.extensions["roomactors"]
