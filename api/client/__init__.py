@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from api.client import account, ephemeral, membership, rooms, sync, versions
+from api.client import account, directory, ephemeral, membership, room_reads, rooms, sync, user_data, versions
 
 BLUEPRINTS = (
     versions.blueprint,
     account.blueprint,
     rooms.blueprint,
     membership.blueprint,
+    room_reads.blueprint,
     sync.blueprint,
     ephemeral.blueprint,
+    user_data.blueprint,
+    directory.blueprint,
 )
