@@ -44,7 +44,7 @@ CORS_HEADERS: tuple[tuple[str, str], ...] = (
 
 def create_app(deps: Deps) -> QuartTrio:
     settings = deps.settings
-    app = QuartTrio("roomactors")
+    app = QuartTrio("roomactors", static_folder=None)  # no /static route
     app.config["MAX_CONTENT_LENGTH"] = settings.http.max_request_size
     app.url_map.merge_slashes = False
     app.extensions["roomactors"] = deps

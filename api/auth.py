@@ -11,6 +11,9 @@ Theory of operation
   (logout, logout/all, device deletion, password change, deactivation, refresh)
   calls :meth:`TokenCache.forget` with the digests it deleted, in the same request,
   after the commit — the cache's only invalidation event.
+* **Refresh.** The first (uncached) use of an expiring access token revokes the
+  refresh token it was refreshed from ("the old refresh token remains valid until
+  the new access token or refresh token is used"; ``api.client.account.refresh``).
 * **Errors** (client-server-api, "Using access tokens"): no token → 401
   ``M_MISSING_TOKEN``; unknown or revoked → 401 ``M_UNKNOWN_TOKEN``; expired (a
   refreshable session) → 401 ``M_UNKNOWN_TOKEN`` with ``soft_logout: true``.
@@ -28,6 +31,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 import trio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -36,6 +40,7 @@ from quart import request
 from api.errors import MatrixError
 from storage import accounts
 from storage.accounts import Session
+from storage.schema import access_tokens, refresh_tokens
 
 __all__ = [
     "Requester",
@@ -112,6 +117,24 @@ class TokenCache:
             del self._sessions[digest]
 
 
+def _retire_replaced_refresh_tokens(conn: sa.Connection, digest: str) -> None:
+    """Delete the device's refresh tokens issued before this access token (see
+    ``api.client.account.refresh``: new tokens are stamped later than the old one)."""
+    row = conn.execute(
+        sa.select(access_tokens.c.user_id, access_tokens.c.device_id, access_tokens.c.created_ts).where(
+            access_tokens.c.token_hash == digest
+        )
+    ).first()
+    if row is not None:
+        conn.execute(
+            sa.delete(refresh_tokens).where(
+                refresh_tokens.c.user_id == row.user_id,
+                refresh_tokens.c.device_id == row.device_id,
+                refresh_tokens.c.created_ts < row.created_ts,
+            )
+        )
+
+
 def access_token_from_request() -> str | None:
     header = request.headers.get("Authorization")
     if header is not None:
@@ -137,6 +160,9 @@ async def requester(*, allow_deactivated: bool = False) -> Requester:
         session = await d.db.read(accounts.get_session, digest)
         if session is None or not hmac.compare_digest(session.token_hash, digest):
             raise MatrixError("M_UNKNOWN_TOKEN", 401, "unknown or revoked access token", extra={"soft_logout": False})
+        if session.expires_ts is not None:
+            # First use of a refreshed access token: the refresh token it replaced dies now.
+            await d.db.write(_retire_replaced_refresh_tokens, digest)
         d.tokens.put(session)
     if session.expires_ts is not None and d.clock.time_ms() >= session.expires_ts:
         raise MatrixError("M_UNKNOWN_TOKEN", 401, "access token expired; refresh it", extra={"soft_logout": True})

@@ -297,3 +297,156 @@ def filter_visible_events(
         if event_visible(ev.json, state, user_id, current_membership=current_membership):
             out.append(ev)
     return out
+
+
+# ----------------------------------------------------------------------------------
+# Room reads (/state, /members, /event, /context, /messages: api/client/room_reads.py)
+# ----------------------------------------------------------------------------------
+
+__all__ += [
+    "get_membership",
+    "get_last_join_ordering",
+    "is_forgotten",
+    "get_room_version",
+    "get_state_ids_at",
+    "get_member_event_ids_at",
+    "filter_visible_events_with_join",
+]
+
+
+def get_membership(conn: sa.Connection, room_id: str, user_id: str) -> Membership | None:
+    """The user's current membership in one room (``None``: never had one)."""
+    query = (
+        sa.select(current_state.c.room_id, events.c.event_id, events.c.stream_ordering, events.c.json)
+        .join_from(current_state, events, events.c.event_id == current_state.c.event_id)
+        .where(
+            current_state.c.room_id == room_id,
+            current_state.c.type == _MEMBER,
+            current_state.c.state_key == user_id,
+        )
+    )
+    rows = _membership_rows(conn.execute(query))
+    return rows[0] if rows else None
+
+
+def get_last_join_ordering(conn: sa.Connection, room_id: str, user_id: str) -> int | None:
+    """The stream ordering of the user's latest ``join`` that entered the room's
+    current state, or ``None`` if they never joined. Walks the user's membership
+    changes newest first (``current_state_deltas_key``); a user has few."""
+    d = current_state_deltas
+    query = (
+        sa.select(events.c.stream_ordering, events.c.json)
+        .join_from(d, events, events.c.event_id == d.c.event_id)
+        .where(d.c.state_key == user_id, d.c.type == _MEMBER, d.c.room_id == room_id)
+        .order_by(d.c.stream_ordering.desc())
+    )
+    for ordering, text in conn.execute(query):
+        content = _load_json(text).get("content")
+        if isinstance(content, dict) and content.get("membership") == "join":
+            return int(ordering)
+    return None
+
+
+def is_forgotten(conn: sa.Connection, user_id: str, room_id: str) -> bool:
+    from .schema import forgotten_rooms
+
+    query = sa.select(forgotten_rooms.c.room_id).where(
+        forgotten_rooms.c.user_id == user_id, forgotten_rooms.c.room_id == room_id
+    )
+    return conn.execute(query).first() is not None
+
+
+def get_room_version(conn: sa.Connection, room_id: str) -> str | None:
+    from .schema import rooms
+
+    return conn.execute(sa.select(rooms.c.room_version).where(rooms.c.room_id == room_id)).scalar()
+
+
+def get_state_ids_at(conn: sa.Connection, room_id: str, position: int) -> dict[tuple[str, str], str]:
+    """The room's state at stream ``position``: the state after the latest served
+    event with ``stream_ordering <= position`` (empty before the room's first event)."""
+    from .rooms import get_state
+
+    ref = conn.execute(
+        sa.select(events.c.state_after_ref)
+        .where(
+            events.c.room_id == room_id,
+            events.c.stream_ordering <= position,
+            events.c.state_after_ref.is_not(None),
+            *_served(),
+        )
+        .order_by(events.c.stream_ordering.desc())
+        .limit(1)
+    ).scalar()
+    return dict(get_state(conn, ref)) if ref is not None else {}
+
+
+_MEMBERS_CHUNK = 500
+
+
+def _members_query() -> sa.Select:
+    chain = _chain_cte(stop_at_skip_base=False)
+    d = state_deltas
+    return (
+        sa.select(d.c.state_key, d.c.event_id, sa.func.min(chain.c.hop).label("hop"))
+        .join_from(chain, d, d.c.snapshot_ref == chain.c.ref)
+        .where(d.c.type == _MEMBER, d.c.state_key.in_(sa.bindparam("user_ids", expanding=True)))
+        .group_by(d.c.state_key)
+    )
+
+
+_MEMBERS_QUERY = _members_query()
+
+
+def get_member_event_ids_at(conn: sa.Connection, ref: str, user_ids: Iterable[str]) -> dict[str, str]:
+    """``user_id -> m.room.member event ID`` in snapshot ``ref``, for just those users
+    (lazy-loading members: one walk of the snapshot chain, not the whole state).
+    The newest row per key wins (lowest ``hop``; SQLite's bare-column rule, see
+    ``rooms._merged_rows``); a NULL row means the key was removed."""
+    wanted = sorted(set(user_ids))
+    out: dict[str, str] = {}
+    for start in range(0, len(wanted), _MEMBERS_CHUNK):
+        chunk = wanted[start : start + _MEMBERS_CHUNK]
+        for state_key, event_id, _hop in conn.execute(_MEMBERS_QUERY, {"ref": ref, "user_ids": chunk}):
+            if event_id is not None:
+                out[state_key] = event_id
+    return out
+
+
+def filter_visible_events_with_join(
+    conn: sa.Connection,
+    user_id: str,
+    candidates: list[StoredEvent],
+    current_membership: str | None,
+    last_join_ordering: int | None,
+) -> list[StoredEvent]:
+    """:func:`filter_visible_events` with step 3 of the spec algorithm answered
+    exactly ("Room History Visibility" → "Server behaviour": "If history_visibility
+    was set to shared, and the user joined the room at any point after the event was
+    sent, allow"): the user joined after an event iff their latest join
+    (``last_join_ordering``) is after it — also when they have left since.
+
+    ``current_membership`` only matters in step 3 (``event_visible`` reads it
+    nowhere else), where ``"join"`` means "joined after". So the events before the
+    latest join that the plain pass denies get a second pass as if joined.
+    """
+    visible = filter_visible_events(conn, user_id, candidates, current_membership)
+    if current_membership == "join" or last_join_ordering is None:
+        return visible
+    seen = {e.event_id for e in visible}
+    earlier = [e for e in candidates if e.event_id not in seen and e.stream_ordering < last_join_ordering]
+    if not earlier:
+        return visible
+    seen.update(e.event_id for e in filter_visible_events(conn, user_id, earlier, "join"))
+    return [e for e in candidates if e.event_id in seen]
+
+
+__all__ += ["get_current_state_event_id"]
+
+
+def get_current_state_event_id(conn: sa.Connection, room_id: str, type_: str, state_key: str) -> str | None:
+    """One key of the room's current state (one primary-key probe)."""
+    query = sa.select(current_state.c.event_id).where(
+        current_state.c.room_id == room_id, current_state.c.type == type_, current_state.c.state_key == state_key
+    )
+    return conn.execute(query).scalar()

@@ -4,7 +4,11 @@
   ``nacl``, ``unpaddedbase64``, ``orjson`` and itself only; never ``api``,
   ``storage``, the rest of ``roomactors``, or any I/O framework.
 * nothing under ``roomactors/`` imports the HTTP server stack (quart, hypercorn)
-  or ``api``;
+  or ``api``, with ONE exemption: ``roomactors/testing.py`` (the embedded test
+  mode) may import ``api``, because like ``api.server`` it is a composition entry
+  point that starts the whole server. It still may not import quart or hypercorn
+  itself, and no other module under ``roomactors/`` may import it, so the rule
+  holds for the runtime unchanged (``COMPOSITION_ENTRY_POINTS``);
 * ``storage/`` imports ``roomactors.protocol`` types and nothing else of ours.
 
 Every import statement counts, including those under ``if TYPE_CHECKING:`` and
@@ -25,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROTOCOL_THIRD_PARTY = frozenset({"canonicaljson", "signedjson", "nacl", "unpaddedbase64", "orjson"})
 HTTP_STACK = frozenset({"quart", "quart_trio", "hypercorn"})
+
+#: Modules under ``roomactors/`` allowed to import ``api`` (never the HTTP stack
+#: directly), each with the reason. Keep this list to entry points that start a whole
+#: server; runtime code never belongs here.
+COMPOSITION_ENTRY_POINTS = {
+    "roomactors.testing": "embedded test mode: starts api.server.serve for tests, like api.cli does",
+}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -69,7 +80,7 @@ def within(name: str, package: str) -> bool:
     return name == package or name.startswith(package + ".")
 
 
-def protocol_violation(name: str) -> str | None:
+def protocol_violation(name: str, importer: str = "") -> str | None:
     if within(name, "roomactors.protocol"):
         return None
     if top(name) in sys.stdlib_module_names or top(name) in PROTOCOL_THIRD_PARTY:
@@ -77,15 +88,17 @@ def protocol_violation(name: str) -> str | None:
     return "protocol may import only the stdlib, itself and " + ", ".join(sorted(PROTOCOL_THIRD_PARTY))
 
 
-def roomactors_violation(name: str) -> str | None:
+def roomactors_violation(name: str, importer: str = "") -> str | None:
     if top(name) in HTTP_STACK:
         return "roomactors must not import the HTTP server stack (quart, hypercorn); that is api's job"
-    if top(name) == "api":
+    if top(name) == "api" and importer not in COMPOSITION_ENTRY_POINTS:
         return "roomactors must not import api (api -> roomactors -> storage)"
+    if any(within(name, entry) for entry in COMPOSITION_ENTRY_POINTS) and importer not in COMPOSITION_ENTRY_POINTS:
+        return f"roomactors must not import {name}, a composition entry point that imports api"
     return None
 
 
-def storage_violation(name: str) -> str | None:
+def storage_violation(name: str, importer: str = "") -> str | None:
     if top(name) in HTTP_STACK or top(name) == "api":
         return "storage must not import api or the HTTP server stack"
     if top(name) == "roomactors" and not within(name, "roomactors.protocol"):
@@ -94,10 +107,13 @@ def storage_violation(name: str) -> str | None:
 
 
 def violations(package_dir: Path, root: Path, rule) -> list[str]:
+    """Every forbidden import under ``package_dir``: ``rule(imported, importer)`` (both
+    absolute module names) returns why an import is forbidden, or None."""
     found = []
     for path in sorted(package_dir.rglob("*.py")):
+        importer = module_name(path, root)
         for line, name in sorted(imported_modules(path, root)):
-            reason = rule(name)
+            reason = rule(name, importer)
             if reason:
                 found.append(f"{path.relative_to(root)}:{line}: imports {name}: {reason}")
     return found
@@ -117,6 +133,12 @@ def test_nothing_under_roomactors_imports_the_http_stack_or_api() -> None:
 
 def test_storage_imports_only_protocol_of_ours() -> None:
     assert violations(ROOT / "storage", ROOT, storage_violation) == []
+
+
+def test_every_composition_entry_point_exists() -> None:
+    # An exemption outliving its module would silently cover a future one of that name.
+    for module in COMPOSITION_ENTRY_POINTS:
+        assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), module
 
 
 def test_roomactors_package_init_stays_empty() -> None:
@@ -145,6 +167,12 @@ def fake_tree(tmp_path: Path) -> Path:
             "if TYPE_CHECKING:\n    from api.app import create_app\nimport httpx\n"
         ),
         "roomactors/registry.py": "import trio\nfrom quart import request\nfrom api import app\n",
+        # The one exemption: api is allowed here, the HTTP stack still is not...
+        "roomactors/testing.py": (
+            "import trio\nimport api\ndef f():\n    from api.server import serve\nimport hypercorn.trio\n"
+        ),
+        # ...and nothing else under roomactors may import it.
+        "roomactors/room/uses_testing.py": "from roomactors.testing import start_homeserver\nfrom .. import testing\n",
         "storage/db.py": (
             "import sqlalchemy\nfrom roomactors.protocol.ids import RoomId\n"
             "from roomactors.room import actor\n"
@@ -168,6 +196,13 @@ def test_checker_flags_every_forbidden_import(fake_tree: Path) -> None:
         "roomactors/protocol/bad.py:9: imports httpx",
     ]
     runtime = violations(fake_tree / "roomactors", fake_tree, roomactors_violation)
-    assert [v.split(": ")[1] for v in runtime] == ["imports api.app", "imports quart", "imports api"]
+    assert [v.split(": ")[0] + ": " + v.split(": ")[1] for v in runtime] == [
+        "roomactors/protocol/bad.py:8: imports api.app",
+        "roomactors/registry.py:2: imports quart",
+        "roomactors/registry.py:3: imports api",
+        "roomactors/room/uses_testing.py:1: imports roomactors.testing",
+        "roomactors/room/uses_testing.py:2: imports roomactors.testing",
+        "roomactors/testing.py:5: imports hypercorn.trio",
+    ]
     storage = violations(fake_tree / "storage", fake_tree, storage_violation)
     assert [v.split(": ")[1] for v in storage] == ["imports roomactors.room"]

@@ -24,9 +24,9 @@ Registration (client-server-api, "Account registration"):
 
 from __future__ import annotations
 
-import hmac
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,9 +38,10 @@ from api.deps import Deps, deps
 from api.errors import MatrixError, not_found
 from api.responses import json_response
 from api.routes import client_route
+from api.shared_secret import verify_registration_mac
 from roomactors.protocol.ids import MAX_ID_BYTES
 from storage import accounts
-from storage.schema import registration_tokens
+from storage.schema import access_tokens, refresh_tokens, registration_tokens
 
 __all__ = ["blueprint", "create_session", "register_user"]
 
@@ -83,6 +84,22 @@ def _check_password_value(password: Any) -> str:
     return password
 
 
+def _revoke_device_tokens(
+    conn: sa.Connection, user_id: str, device_id: str, *, keep_refresh: str | None = None
+) -> list[str]:
+    """Delete a device's access and refresh tokens (but the refresh token with digest
+    ``keep_refresh``), keeping the device; returns the access-token digests removed
+    (for the token cache)."""
+    where = (access_tokens.c.user_id == user_id, access_tokens.c.device_id == device_id)
+    revoked = list(conn.execute(sa.select(access_tokens.c.token_hash).where(*where)).scalars())
+    conn.execute(sa.delete(access_tokens).where(*where))
+    rwhere = [refresh_tokens.c.user_id == user_id, refresh_tokens.c.device_id == device_id]
+    if keep_refresh is not None:
+        rwhere.append(refresh_tokens.c.token_hash != keep_refresh)
+    conn.execute(sa.delete(refresh_tokens).where(*rwhere))
+    return revoked
+
+
 async def create_session(
     d: Deps,
     user_id: str,
@@ -90,12 +107,14 @@ async def create_session(
     device_id: str | None,
     display_name: str | None,
     refresh: bool,
-    new_user: tuple[str | None, bool] | None = None,
+    new_user: tuple[str | None, bool, str | None] | None = None,
+    on_create: Callable[[sa.Connection], None] | None = None,
 ) -> dict[str, Any]:
     """Create (or reuse) the device and a fresh token pair in ONE transaction.
 
-    With ``new_user=(password_hash, is_admin)`` the account and its profile are
-    created in the same transaction (registration).
+    With ``new_user=(password_hash, is_admin, profile_name)`` the account and its
+    profile are created in the same transaction (registration), and then
+    ``on_create(conn)`` runs in it too.
     """
     now = d.clock.time_ms()
     device_id = device_id or _new_device_id()
@@ -110,9 +129,12 @@ async def create_session(
     def write(conn: sa.Connection) -> list[str]:
         if new_user is not None:
             accounts.create_user(conn, user_id, new_user[0], created_ts=now, is_admin=new_user[1])
-            accounts.set_profile(conn, user_id, displayname=user_id[1:].split(":", 1)[0])
-        # Logging in again with an existing device_id replaces its old tokens.
-        revoked = accounts.delete_devices(conn, user_id, [device_id]) if not new_user else []
+            accounts.set_profile(conn, user_id, displayname=new_user[2] or user_id[1:].split(":", 1)[0])
+            if on_create is not None:
+                on_create(conn)
+        # Logging in again with an existing device_id replaces its old tokens (the
+        # device itself, with its display name, stays).
+        revoked = _revoke_device_tokens(conn, user_id, device_id) if not new_user else []
         accounts.upsert_device(conn, user_id, device_id, display_name=display_name, ts=now, ip=ip)
         accounts.add_access_token(conn, hash_token(access), user_id, device_id, created_ts=now, expires_ts=expires_ts)
         if refresh_token is not None:
@@ -135,9 +157,12 @@ async def create_session(
 async def register_user(
     d: Deps, localpart: str, password: str | None, *, admin: bool = False, device_id: str | None = None,
     display_name: str | None = None, refresh: bool = False, inhibit_login: bool = False,
+    profile_name: str | None = None, on_create: Callable[[sa.Connection], None] | None = None,
 ) -> dict[str, Any]:
     """Create an account (and, unless ``inhibit_login``, a session). Used by
-    /register, the admin API and ``roomactors.testing``."""
+    /register and the admin API. ``display_name`` names the device;
+    ``profile_name`` is the profile's display name (default: the localpart);
+    ``on_create(conn)`` runs in the creating transaction (and may refuse by raising)."""
     user_id = _validate_localpart(d, localpart)
     password_hash = await hash_password(password) if password else None
     if inhibit_login:
@@ -145,7 +170,9 @@ async def register_user(
 
         def write(conn: sa.Connection) -> None:
             accounts.create_user(conn, user_id, password_hash, created_ts=now, is_admin=admin)
-            accounts.set_profile(conn, user_id, displayname=localpart)
+            accounts.set_profile(conn, user_id, displayname=profile_name or localpart)
+            if on_create is not None:
+                on_create(conn)
 
         try:
             await d.db.write(write)
@@ -153,7 +180,8 @@ async def register_user(
             raise MatrixError("M_USER_IN_USE", 400, f"{user_id} is already taken") from None
         return {"user_id": user_id}
     return await create_session(
-        d, user_id, device_id=device_id, display_name=display_name, refresh=refresh, new_user=(password_hash, admin)
+        d, user_id, device_id=device_id, display_name=display_name, refresh=refresh,
+        new_user=(password_hash, admin, profile_name), on_create=on_create,
     )
 
 
@@ -169,27 +197,34 @@ def _registration_flows(d: Deps) -> list[list[str]]:
     return []
 
 
-async def _check_registration_token(d: Deps, auth: dict[str, Any]) -> None:
+def _token_usable(conn: sa.Connection, token: str, now: int) -> bool:
+    row = conn.execute(sa.select(registration_tokens).where(registration_tokens.c.token == token)).first()
+    return (
+        row is not None
+        and (row.expiry_time is None or row.expiry_time > now)
+        and (row.uses_allowed is None or row.completed + row.pending < row.uses_allowed)
+    )
+
+
+def _spend_registration_token(conn: sa.Connection, token: str, now: int) -> None:
+    """Count one completed use; runs in the account-creation transaction, so a
+    registration that fails (name taken meanwhile) never spends a use."""
+    if not _token_usable(conn, token, now):
+        raise MatrixError("M_FORBIDDEN", 401, "invalid or used-up registration token")
+    conn.execute(
+        sa.update(registration_tokens)
+        .where(registration_tokens.c.token == token)
+        .values(completed=registration_tokens.c.completed + 1)
+    )
+
+
+async def _check_registration_token(d: Deps, auth: dict[str, Any]) -> str:
     token = auth.get("token")
     if not isinstance(token, str) or not token:
         raise MatrixError("M_FORBIDDEN", 401, "missing registration token")
-    now = d.clock.time_ms()
-
-    def use(conn: sa.Connection) -> bool:
-        row = conn.execute(sa.select(registration_tokens).where(registration_tokens.c.token == token)).first()
-        if row is None or (row.expiry_time is not None and row.expiry_time <= now):
-            return False
-        if row.uses_allowed is not None and row.completed + row.pending >= row.uses_allowed:
-            return False
-        conn.execute(
-            sa.update(registration_tokens)
-            .where(registration_tokens.c.token == token)
-            .values(completed=registration_tokens.c.completed + 1)
-        )
-        return True
-
-    if not await d.db.write(use):
+    if not await d.db.read(_token_usable, token, d.clock.time_ms()):
         raise MatrixError("M_FORBIDDEN", 401, "invalid or used-up registration token")
+    return token
 
 
 @_route("/register", ["POST"])
@@ -222,8 +257,10 @@ async def register():
     async def dummy(auth: dict[str, Any]) -> None:
         return None
 
+    spent: list[str] = []
+
     async def token(auth: dict[str, Any]) -> None:
-        await _check_registration_token(d, auth)
+        spent.append(await _check_registration_token(d, auth))
 
     await d.uia.authenticate(
         body,
@@ -231,11 +268,23 @@ async def register():
         flows=flows,
         checkers={"m.login.dummy": dummy, "m.login.registration_token": token},
     )
+    on_create: Callable[[sa.Connection], None] | None = None
+    if d.settings.registration.require_token:
+        # The token stage is the flow's only stage, so it completed in this request.
+        if not spent:
+            raise MatrixError("M_FORBIDDEN", 401, "missing registration token")
+        now = d.clock.time_ms()
+
+        def spend(conn: sa.Connection) -> None:
+            _spend_registration_token(conn, spent[-1], now)
+
+        on_create = spend
+
     if localpart is None:
         localpart = secrets.token_hex(6)
     result = await register_user(
         d, localpart, password, device_id=device_id, display_name=display_name, refresh=refresh,
-        inhibit_login=inhibit_login,
+        inhibit_login=inhibit_login, on_create=on_create,
     )
     return json_response(result)
 
@@ -290,8 +339,6 @@ async def admin_register_nonce():
 
 @blueprint.route("/_synapse/admin/v1/register", methods=["POST"])
 async def admin_register():
-    from api.shared_secret import registration_mac
-
     d = deps()
     secret = d.settings.registration.shared_secret
     if not secret:
@@ -302,17 +349,13 @@ async def admin_register():
     password = _check_password_value(body.get("password"))
     admin = get_bool(body, "admin", False)
     mac = get_str(body, "mac")
+    displayname = get_str(body, "displayname", None)
+    user_type = get_str(body, "user_type", None)
     if _nonces.pop(nonce, None) is None:
         raise MatrixError("M_UNKNOWN", 400, "unrecognised nonce")
-    expected = registration_mac(secret, nonce, username, password, admin)
-    if not hmac.compare_digest(expected, mac):
+    if not verify_registration_mac(secret, nonce, username, password, admin, mac, user_type=user_type):
         raise MatrixError("M_FORBIDDEN", 403, "HMAC incorrect")
-    result = await register_user(
-        d, username.lower(), password, admin=admin, display_name=get_str(body, "displayname", None)
-    )
-    display = get_str(body, "displayname", None)
-    if display is not None:
-        await d.db.write(accounts.set_profile, result["user_id"], displayname=display)
+    result = await register_user(d, username.lower(), password, admin=admin, profile_name=displayname)
     return json_response(result)
 
 
@@ -374,16 +417,38 @@ async def login():
 
 @_route("/refresh", ["POST"])
 async def refresh():
+    """client-server "Refreshing access tokens": new access and refresh tokens for
+    the refresh token's device. The old access token dies at once; the old refresh
+    token "remains valid until the new access token or refresh token is used", so a
+    client that lost this answer can repeat the refresh. Repeating it revokes the
+    tokens of the lost answer; the first use of the new access token (``api.auth``)
+    or refresh token (here) revokes the old refresh token. New tokens are stamped
+    strictly later than the refresh token they come from, which is what tells them
+    apart."""
     d = deps()
     body = await json_body()
-    token = get_str(body, "refresh_token")
-    taken = await d.db.write(accounts.take_refresh_token, hash_token(token))
-    if taken is None:
+    digest = hash_token(get_str(body, "refresh_token"))
+    now = d.clock.time_ms()
+    access = new_token()
+    refresh_token = new_token("rar_")
+    lifetime_ms = int(d.settings.auth.refresh_access_token_lifetime_s * 1000)
+
+    def write(conn: sa.Connection) -> list[str] | None:
+        row = conn.execute(sa.select(refresh_tokens).where(refresh_tokens.c.token_hash == digest)).first()
+        if row is None:
+            return None
+        issued = max(now, row.created_ts + 1)
+        revoked = _revoke_device_tokens(conn, row.user_id, row.device_id, keep_refresh=digest)
+        accounts.add_access_token(conn, hash_token(access), row.user_id, row.device_id, created_ts=issued,
+                                  expires_ts=now + lifetime_ms)
+        accounts.add_refresh_token(conn, hash_token(refresh_token), row.user_id, row.device_id, created_ts=issued)
+        return revoked
+
+    revoked = await d.db.write(write)
+    if revoked is None:
         raise MatrixError("M_UNKNOWN_TOKEN", 401, "unknown refresh token", extra={"soft_logout": True})
-    user_id, device_id, revoked = taken
     d.tokens.forget(revoked)
-    result = await create_session(d, user_id, device_id=device_id, display_name=None, refresh=True)
-    return json_response({k: result[k] for k in ("access_token", "refresh_token", "expires_in_ms") if k in result})
+    return json_response({"access_token": access, "refresh_token": refresh_token, "expires_in_ms": lifetime_ms})
 
 
 @_route("/logout", ["POST"])

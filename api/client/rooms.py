@@ -157,8 +157,15 @@ async def send_message(room_id: str, event_type: str, txn_id: str):
     return json_response({"event_id": result.event_id})
 
 
-@client_route(blueprint, "/rooms/<room_id>/state/<event_type>", ["PUT"], )
+@client_route(blueprint, "/rooms/<room_id>/state/<event_type>", ["PUT"])
 async def put_state_empty_key(room_id: str, event_type: str):
+    return await _put_state(room_id, event_type, "")
+
+
+@client_route(blueprint, "/rooms/<room_id>/state/<event_type>/", ["PUT"])
+async def put_state_empty_key_slash(room_id: str, event_type: str):
+    # "If the state key is empty, the trailing slash on this endpoint is optional":
+    # clients send both forms.
     return await _put_state(room_id, event_type, "")
 
 
