@@ -180,6 +180,8 @@ class TestHomeserver:
         """Create ``@localpart:server_name`` over HTTP and log it in on a new device."""
         import httpx
 
+        if not self.running:
+            raise HomeserverError("the homeserver is not running")
         async with httpx.AsyncClient(base_url=self.base_url, timeout=_TIMEOUT_S) as client:
             if self.settings.registration.shared_secret:
                 nonce = _json(await client.get(_REGISTER_PATH), localpart)["nonce"]

@@ -76,7 +76,9 @@ __all__ = ["blueprint", "SyncToken", "compute_sync", "format_events"]
 
 blueprint = Blueprint("sync", __name__)
 
-_TOKEN = re.compile(r"s(\d+)_(\d+)_(\d+)\Z")
+# Positions are SQLite integers: at most 18 ASCII digits keeps them in range.
+_TOKEN = re.compile(r"s([0-9]{1,18})_([0-9]{1,18})_([0-9]{1,18})\Z")
+_FILTER_ID = re.compile(r"[0-9]{1,18}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,11 +338,9 @@ async def _load_filter(user_id: str) -> Filter:
         raise MatrixError(e.errcode, 400, e.error) from None
     if kind == "inline":
         return value  # type: ignore[return-value]
-    try:
-        filter_id = int(value)  # type: ignore[arg-type]
-    except ValueError:
-        raise MatrixError("M_INVALID_PARAM", 400, f"unknown filter {value!r}") from None
-    stored = await d.db.read(userdata.get_filter, user_id, filter_id)
+    if not isinstance(value, str) or not _FILTER_ID.match(value):
+        raise MatrixError("M_INVALID_PARAM", 400, f"unknown filter {value!r}")
+    stored = await d.db.read(userdata.get_filter, user_id, int(value))
     if stored is None:
         raise MatrixError("M_INVALID_PARAM", 400, f"unknown filter {value!r}")
     return parse_filter(stored)
@@ -432,11 +432,9 @@ async def get_filter(user_id: str, filter_id: str):
     who = await requester()
     if user_id != who.user_id:
         raise forbidden("you can only read your own filters")
-    try:
-        number = int(filter_id)
-    except ValueError:
-        raise not_found("no such filter") from None
-    stored = await d.db.read(userdata.get_filter, who.user_id, number)
+    if not _FILTER_ID.match(filter_id):
+        raise not_found("no such filter")
+    stored = await d.db.read(userdata.get_filter, who.user_id, int(filter_id))
     if stored is None:
         raise not_found("no such filter")
     return json_response(stored)

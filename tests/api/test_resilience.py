@@ -87,7 +87,8 @@ class Load:
     #: Per syncer: message event IDs in the order its syncs returned them.
     seen: list[list[str]] = field(default_factory=list)
     senders_running: int = 0
-    requests: int = 0
+    sent_by_sender: list[int] = field(default_factory=list)
+    versions_answered: int = 0
     abusive_connections: int = 0
 
 
@@ -176,9 +177,13 @@ async def _load_then_check(server: LiveServer, base_url: str, caplog: pytest.Log
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert errors == [], [r.getMessage() for r in errors]
 
-    # The load really happened, and was answered.
-    assert len(load.sent) >= 20, load
-    assert load.requests >= 100 and load.abusive_connections >= 100, load
+    # The load really happened, and was answered: every client got work done. (No
+    # throughput floor: on a busy machine each send wakes every syncer, and that
+    # fan-out alone can hold sends to a few a second.)
+    assert len(load.sent_by_sender) == senders and min(load.sent_by_sender) >= 1, load.sent_by_sender
+    assert len(load.seen) == syncers, load.seen
+    assert load.versions_answered >= HTTP11_CLIENTS - syncers - senders, load.versions_answered
+    assert load.abusive_connections >= ABUSIVE_CLIENTS, load.abusive_connections
     # Every syncer saw every message exactly once, all in one common order.
     orders = {tuple(seen) for seen in load.seen}
     assert len(orders) == 1, [len(s) for s in load.seen]
@@ -211,20 +216,21 @@ async def _syncer(base_url: str, load: Load, index: int, since: str) -> None:
         # `load.sent` stops growing; the nursery's fail_after bounds the wait).
         while trio.current_time() < load.deadline or load.senders_running or not load.sent <= set(seen):
             since, events = await sync(client, user, since, 1_000)
-            load.requests += 1
             seen.extend(e["event_id"] for e in events if e["type"] == "m.room.message")
 
 
 async def _sender(base_url: str, load: Load, index: int) -> None:
     user = load.users[index % 2]
+    load.sent_by_sender.append(0)
+    mine = len(load.sent_by_sender) - 1
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT_S) as client:
             n = 0
             while trio.current_time() < load.deadline:
                 event_id = await send(client, user, load.room_id, f"s{index}-{n}", f"sender {index} message {n}")
-                assert event_id.startswith("$")
+                assert event_id.startswith("$") and event_id not in load.sent
                 load.sent.add(event_id)
-                load.requests += 1
+                load.sent_by_sender[mine] += 1
                 n += 1
     finally:
         load.senders_running -= 1
@@ -234,7 +240,7 @@ async def _versions_poller(base_url: str, load: Load) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT_S) as client:
         while trio.current_time() < load.deadline:
             assert _ok(await client.get("/_matrix/client/versions"))["versions"] == list(SUPPORTED_VERSIONS)
-            load.requests += 1
+            load.versions_answered += 1
 
 
 async def _abuser(server: LiveServer, load: Load, index: int, rng: random.Random) -> None:
