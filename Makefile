@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv serve test bench synapse-venv
+.PHONY: venv serve test bench bench-client synapse-venv
 
 venv: $(STAMP)
 
@@ -27,6 +27,12 @@ bench: venv
 	$(PY) bench/state_res.py
 	$(PY) bench/storage.py
 	$(PY) bench/room_actors.py
+
+# Client-server API load test: roomactors vs Synapse from PyPI (pinned), interleaved rounds,
+# through ../shared/bench/loadgen.py. ~15 min; results in bench/results/<time>/.
+# Extra args: make bench-client BENCH_CLIENT_ARGS='--rounds 3'
+bench-client: venv
+	$(PY) bench/client_api.py --synapse-version $(SYNAPSE_VERSION) $(BENCH_CLIENT_ARGS)
 
 # Synapse, the reference homeserver, in its own venv so .venv stays clean. It is the
 # oracle for tests/interop/test_synapse_differential.py (see tests/interop/synapse_oracle.py).

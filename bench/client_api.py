@@ -2,7 +2,7 @@
 
 Run from the repository root (``make bench-client`` does the same)::
 
-    .venv/bin/python bench/client_api.py                # 2 rounds each, ~12 minutes
+    .venv/bin/python bench/client_api.py                # 2 rounds each: 12-17 min (host load)
     .venv/bin/python bench/client_api.py --rounds 3
     .venv/bin/python bench/client_api.py --servers ours --rounds 1 --profile
     .venv/bin/python bench/client_api.py -- --s1-rooms 10   # extra loadgen.py args
@@ -17,7 +17,7 @@ level, in the order ours, synapse, ours, synapse, ... One run is:
    ``run_synapse_baseline.sh`` does);
 2. the server started under ``nice -n $NICE`` and polled until ``/versions`` answers
    (``server_startup_s_fresh_db``);
-3. ``--settle`` idle seconds (idle RSS is read after them);
+3. ``--settle`` idle seconds (default 10; idle RSS is read after them);
 4. ``loadgen.py run --pid PID --db-glob ... --sqlite-checkpoint`` under the same nice;
 5. the server stopped: SIGTERM, then SIGKILL after 20 s, to that PID only.
 
@@ -27,7 +27,13 @@ Synapse comes from PyPI through ``setup_synapse.sh`` (beside loadgen.py), pinned
 installed, ~1 minute the first time). loadgen.py runs in that venv's Python (it
 has httpx), as in the shared baseline runs.
 
-Results go to ``bench/results/<UTC time>/``: one JSON per run (``ours-r1.json``,
+loadgen's wait for a quiet host before each timed phase is capped at 5 s
+(``--quiet-max-wait``; loadgen's own default is 30 s): on a shared host that is
+never quiet it would add 2 minutes per run, and the noise is recorded anyway
+(``foreign_cpu_frac``). Quote ratios from one sitting only, not against JSON from
+another host or day.
+
+Results go to ``bench/results/<UTC time>/`` (ignored by ``bench/results/.gitignore``): one JSON per run (``ours-r1.json``,
 ``synapse-r1.json``, ...), the medians per server (``ours-median.json``,
 ``synapse-median.json``, the same shape, so ``loadgen.py compare`` reads them) and
 ``summary.json``; scratch data dirs and server logs go to ``data/bench-client/``.
@@ -350,10 +356,16 @@ class Bench:
         own: Counter[str] = Counter()
         incl: Counter[str] = Counter()
         total = 0
+        # One "frame;frame;... COUNT" record per line, except that a frame name can
+        # hold newlines (generated code): join lines until one ends in a count.
+        records, buf = [], ""
         for line in raw.read_text().splitlines():
-            stack, _, n = line.rpartition(" ")
-            if not stack:
-                continue
+            buf += line
+            if re.search(r" \d+$", line):
+                records.append(buf)
+                buf = ""
+        for rec in records:
+            stack, _, n = rec.rpartition(" ")
             n_i = int(n)
             frames = stack.split(";")
             # py-spy frame: "func (file:line)"; drop the thread-name root frame.
@@ -392,7 +404,7 @@ class Bench:
         self.report(files)
         if self.a.profile:
             self.profile_report()
-        return 0 if all(files.values()) else 1
+        return 0 if all(len(v) == self.a.rounds for v in files.values()) else 1
 
 
 def main() -> int:
@@ -410,8 +422,9 @@ def main() -> int:
     p.add_argument("--loadgen", default=os.environ.get("LOADGEN", str(DEFAULT_LOADGEN)))
     p.add_argument("--venv", default=str(REPO / ".venv"))
     p.add_argument("--nice", type=int, default=None, help="default -10 as root (as the baselines), else 0")
-    p.add_argument("--settle", type=float, default=float(os.environ.get("SETTLE_S", 20)))
-    p.add_argument("--quiet-max-wait", type=float, default=10.0,
+    p.add_argument("--settle", type=float, default=float(os.environ.get("SETTLE_S", 10)),
+                   help="idle seconds after start, before loadgen (run_synapse_baseline.sh: 20)")
+    p.add_argument("--quiet-max-wait", type=float, default=5.0,
                    help="loadgen's wait for a quiet host before each timed phase (its default: 30)")
     p.add_argument("--setup-concurrency", type=int, default=1)
     p.add_argument("--profile", action="store_true", help="one extra roomactors run under py-spy")

@@ -396,3 +396,5 @@ redactions = sa.Table(
 
 # Sync's transaction_id lookup: which device sent an event.
 txn_ids_event = sa.Index("txn_ids_event", txn_ids.c.event_id)
+# A user's memberships (/sync, /joined_rooms): current_state rows by state_key.
+current_state_member = sa.Index("current_state_member", current_state.c.state_key, current_state.c.type)

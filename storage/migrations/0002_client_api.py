@@ -38,6 +38,7 @@ NEW_TABLES = (
 def upgrade(conn: sa.Connection) -> None:
     schema.metadata.create_all(conn, tables=list(NEW_TABLES), checkfirst=False)
     schema.txn_ids_event.create(conn)
+    schema.current_state_member.create(conn)
     conn.exec_driver_sql(
         "INSERT INTO current_state_deltas (stream_ordering, room_id, type, state_key, event_id) "
         "SELECT (SELECT max(stream_ordering) FROM events e WHERE e.room_id = cs.room_id), "
