@@ -17,7 +17,7 @@ their own) and wires three cross-cutting rules around the blueprints:
    404, wrong method 405, oversized body 413, and the 500 Quart substitutes for an
    unhandled exception, which it logs first) goes through ``api.errors`` to the
    same JSON shape. Slash merging is off so routing never answers with an HTML
-   redirect.
+   redirect, and there is no static-file route.
 
 The app starts no tasks of its own; long-lived services belong to ``api.server``.
 """

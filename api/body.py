@@ -5,7 +5,8 @@ returns a JSON object, refusing invalid JSON with 400 ``M_NOT_JSON`` and valid J
 that is not an object with 400 ``M_BAD_JSON`` (client-server-api, "Common error
 codes"). An empty body counts as ``{}`` where the endpoint allows it. The typed
 getters raise ``M_BAD_JSON``/``M_INVALID_PARAM`` naming the field, so no view ever
-turns a wrong type into a 500.
+turns a wrong type into a 500; ``get_str``/``get_bool`` read a JSON ``null`` as
+"not given" (the default) when the field has one.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def get_str(body: dict[str, Any], field: str, default: Any = _MISSING) -> Any:
 
 
 def get_bool(body: dict[str, Any], field: str, default: bool) -> bool:
-    value = body.get(field, default)
+    value = body.get(field)
+    if value is None:  # absent or JSON null: the default
+        return default
     if not isinstance(value, bool):
         raise _bad(field, "a boolean")
     return value

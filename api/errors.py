@@ -8,7 +8,8 @@ response, ``{"errcode": ..., "error": ...}`` with that HTTP status
 (client-server-api, "Standard error response"), plus any ``extra`` fields the
 errcode carries (``soft_logout`` for ``M_UNKNOWN_TOKEN``, ``retry_after_ms`` for
 ``M_LIMIT_EXCEEDED``, the UIA ``flows``/``session``/``completed`` of a 401 from an
-interactive-auth endpoint). Failures raised below the views (routing, body size,
+interactive-auth endpoint). A 429 with ``retry_after_ms`` also gets the
+``Retry-After`` header (whole seconds, rounded up) that spec v1.10+ asks for. Failures raised below the views (routing, body size,
 bugs) arrive as werkzeug ``HTTPException``s and go through ``for_http_status`` so
 that no HTML error page ever leaves the server:
 
@@ -46,6 +47,10 @@ class MatrixError(Exception):
         self.error = error
         self.extra = dict(extra or {})
         self.headers = dict(headers or {})
+        retry_ms = self.extra.get("retry_after_ms")
+        if status == 429 and isinstance(retry_ms, int) and "Retry-After" not in self.headers:
+            # Spec v1.10+: a 429 SHOULD carry Retry-After (seconds); retry_after_ms is deprecated.
+            self.headers["Retry-After"] = str(max(1, -(-retry_ms // 1000)))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.extra, "errcode": self.errcode, "error": self.error}

@@ -5,21 +5,32 @@ Theory of operation
 -------------------
 Every endpoint validates its body first (``api.body``), runs UIA where the spec
 asks for it (``api.client.uia``), and then makes its change in ONE ``db.write``
-(a whole-transaction function from ``storage.accounts``), so a 200 means the
-account, device and tokens are durable together and a failure leaves nothing half
-written. Token digests that a write revoked are dropped from the ``TokenCache``
-right after the commit.
+(whole-transaction functions from ``storage.accounts``, plus the few token
+statements below), so a 200 means the account, device and tokens are durable
+together and a failure leaves nothing half written. Token digests that a write
+revoked are dropped from the ``TokenCache`` right after the commit.
 
 Registration (client-server-api, "Account registration"):
 
 * ``kind=guest`` is refused (``M_GUEST_ACCESS_FORBIDDEN``): no guest accounts.
 * ``[registration] enabled`` opens ``m.login.dummy``; ``require_token`` asks for
-  ``m.login.registration_token`` instead (tokens in ``registration_tokens``).
-  With neither, registration answers 403 ``M_FORBIDDEN``.
+  ``m.login.registration_token`` instead (tokens in ``registration_tokens``). The
+  stage only checks the token; the use is counted in the transaction that creates
+  the account, so a registration that fails (say, the name was taken meanwhile)
+  spends nothing. With neither, registration answers 403 ``M_FORBIDDEN``.
 * ``/_synapse/admin/v1/register`` (GET nonce, POST with an HMAC-SHA1 ``mac`` over
-  ``nonce NUL username NUL password NUL admin|notadmin`` keyed by
-  ``[registration] shared_secret``) works whatever ``enabled`` says — the tool
-  path Synapse's ``register_new_matrix_user`` and test suites use.
+  ``nonce NUL username NUL password NUL admin|notadmin [NUL user_type]`` keyed by
+  ``[registration] shared_secret``, checked by ``api.shared_secret``; each nonce
+  is single-use, also when the MAC is wrong) works whatever ``enabled`` says — the
+  tool path Synapse's ``register_new_matrix_user`` and test suites use. Its
+  ``displayname`` becomes the profile's display name.
+
+Sessions: logging in with an existing ``device_id`` replaces that device's tokens
+and keeps the device. ``/refresh`` follows "Refreshing access tokens": the old
+refresh token stays valid until the new access or refresh token is used (see
+``refresh``). The UIA ``m.login.password`` stage (password change, deactivation,
+device deletion) is rate-limited like ``/login``. ``PUT /devices/{id}`` without
+``display_name`` leaves the name unchanged.
 """
 
 from __future__ import annotations
@@ -481,6 +492,8 @@ async def whoami():
 
 async def _password_uia(d: Deps, who: Requester, body: dict[str, Any], purpose: str) -> None:
     async def password_stage(auth: dict[str, Any]) -> None:
+        # Guessing passwords here is rate-limited like /login.
+        d.ratelimiter.check("login", _client_ip())
         claimed = _user_from_identifier(d, auth) if ("identifier" in auth or "user" in auth) else who.user_id
         password = auth.get("password")
         if claimed != who.user_id or not isinstance(password, str):
@@ -568,6 +581,11 @@ async def update_device(device_id: str):
     d = deps()
     who = await requester()
     body = await json_body(allow_empty=True)
+    if "display_name" not in body:
+        # "If not given, the display name is unchanged": only check the device exists.
+        if await d.db.read(accounts.get_device, who.user_id, device_id) is None:
+            raise not_found("no such device")
+        return json_response({})
     name = get_str(body, "display_name", None)
     if not await d.db.write(accounts.update_device, who.user_id, device_id, name):
         raise not_found("no such device")
@@ -582,7 +600,7 @@ async def delete_device(device_id: str):
     if await d.db.read(accounts.get_device, who.user_id, device_id) is None:
         raise not_found("no such device")
     await _password_uia(d, who, body, f"delete_device:{device_id}")
-    d.tokens.forget(await d.db.write(accounts.delete_devices, who.user_id, [device_id]))
+    d.tokens.forget(await d.db.write(_delete_devices_and_pushers, who.user_id, [device_id]))
     return json_response({})
 
 
@@ -595,5 +613,13 @@ async def delete_devices():
     if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
         raise MatrixError("M_BAD_JSON", 400, "'devices' must be a list of device IDs")
     await _password_uia(d, who, body, "delete_devices")
-    d.tokens.forget(await d.db.write(accounts.delete_devices, who.user_id, ids))
+    d.tokens.forget(await d.db.write(_delete_devices_and_pushers, who.user_id, ids))
     return json_response({})
+
+
+def _delete_devices_and_pushers(conn: sa.Connection, user_id: str, device_ids: list[str]) -> list[str]:
+    """One transaction: the devices, their tokens and the pushers they set (as Synapse)."""
+    from storage.pushers import delete_device_pushers
+
+    delete_device_pushers(conn, user_id, device_ids)
+    return accounts.delete_devices(conn, user_id, device_ids)

@@ -8,7 +8,11 @@ presence are rows on the misc stream (``storage.userdata``), written in one
 transaction each and then announced with ``notifier.notify(room_id)`` (receipts)
 or the user's own key plus every joined room (presence), so long polls wake.
 Only joined members may send typing notifications or receipts; a receipt must
-name an event of that room.
+name an event of that room, and a ``thread_id`` must be a non-empty string on a
+receipt type that can be threaded (else 400 ``M_INVALID_PARAM``, receipts.yaml).
+User and event IDs in paths use ``path`` converters (localparts and rooms/v3 event
+IDs may hold ``/``). ``note_presence`` runs on every ``/sync`` too (default
+``online``); ``currently_active`` means online and seen in the last five minutes.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from api.deps import Deps, deps
 from api.errors import MatrixError, forbidden, not_found
 from api.responses import json_response
 from api.routes import client_route
-from storage import timeline, userdata
+from storage import accounts, timeline, userdata
 
-__all__ = ["blueprint", "note_presence"]
+__all__ = ["blueprint", "note_presence", "CURRENTLY_ACTIVE_MS"]
 
 blueprint = Blueprint("ephemeral", __name__)
 
@@ -36,7 +40,7 @@ async def _require_joined(d: Deps, room_id: str, user_id: str) -> None:
         raise forbidden("you are not joined to this room")
 
 
-@client_route(blueprint, "/rooms/<room_id>/typing/<user_id>", ["PUT"])
+@client_route(blueprint, "/rooms/<room_id>/typing/<path:user_id>", ["PUT"])
 async def typing(room_id: str, user_id: str):
     d = deps()
     who = await requester()
@@ -61,16 +65,21 @@ async def _set_receipt(d: Deps, room_id: str, user_id: str, receipt_type: str, e
     d.notifier.notify(room_id)
 
 
-@client_route(blueprint, "/rooms/<room_id>/receipt/<receipt_type>/<event_id>", ["POST"])
+@client_route(blueprint, "/rooms/<room_id>/receipt/<receipt_type>/<path:event_id>", ["POST"])
 async def receipt(room_id: str, receipt_type: str, event_id: str):
     d = deps()
     who = await requester()
     if receipt_type not in _RECEIPT_TYPES:
         raise MatrixError("M_INVALID_PARAM", 400, f"unknown receipt type {receipt_type!r}")
     body = await json_body(allow_empty=True)
-    thread_id = get_str(body, "thread_id", "")
-    if thread_id and receipt_type == "m.fully_read":
-        raise MatrixError("M_INVALID_PARAM", 400, "m.fully_read cannot be threaded")
+    thread_id = ""  # unthreaded
+    if "thread_id" in body:
+        # receipts.yaml 400: "not a string", "empty", "an incompatible receipt type".
+        thread_id = body["thread_id"]
+        if not isinstance(thread_id, str) or not thread_id:
+            raise MatrixError("M_INVALID_PARAM", 400, "thread_id field must be a non-empty string")
+        if receipt_type == "m.fully_read":
+            raise MatrixError("M_INVALID_PARAM", 400, "m.fully_read cannot be threaded")
     await _require_joined(d, room_id, who.user_id)
     event = await d.db.read(timeline.get_event, event_id)
     if event is None or event.room_id != room_id:
@@ -99,6 +108,8 @@ async def read_markers(room_id: str):
 
 
 _PRESENCE = ("online", "offline", "unavailable")
+#: ``currently_active``: online and seen within the last five minutes.
+CURRENTLY_ACTIVE_MS = 300_000
 
 
 async def note_presence(d: Deps, user_id: str, state: str, status_msg: str | None = None, *, keep_msg: bool = True) -> None:
@@ -114,7 +125,7 @@ async def note_presence(d: Deps, user_id: str, state: str, status_msg: str | Non
     d.notifier.notify(user_id, *rooms)
 
 
-@client_route(blueprint, "/presence/<user_id>/status", ["PUT"])
+@client_route(blueprint, "/presence/<path:user_id>/status", ["PUT"])
 async def put_presence(user_id: str):
     d = deps()
     who = await requester()
@@ -129,17 +140,17 @@ async def put_presence(user_id: str):
     return json_response({})
 
 
-@client_route(blueprint, "/presence/<user_id>/status", ["GET"])
+@client_route(blueprint, "/presence/<path:user_id>/status", ["GET"])
 async def get_presence(user_id: str):
     d = deps()
     await requester()
     current = await d.db.read(userdata.get_presence, user_id)
     if current is None:
-        if await d.db.read(__import__("storage.accounts", fromlist=["user_exists"]).user_exists, user_id):
+        if await d.db.read(accounts.user_exists, user_id):
             return json_response({"presence": "offline"})
         raise not_found("unknown user")
     out = {"presence": current["presence"], "last_active_ago": max(0, d.clock.time_ms() - current["last_active_ts"])}
     if current.get("status_msg") is not None:
         out["status_msg"] = current["status_msg"]
-    out["currently_active"] = current["presence"] == "online" and out["last_active_ago"] < 300_000
+    out["currently_active"] = current["presence"] == "online" and out["last_active_ago"] < CURRENTLY_ACTIVE_MS
     return json_response(out)

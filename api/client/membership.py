@@ -9,7 +9,10 @@ and ban …): the views only shape the content (``reason``, the profile's
 ``displayname``/``avatar_url`` on joins, ``is_direct``) and map the answer.
 
 Rooms this server does not know (no local events) answer 404 ``M_NOT_FOUND``:
-joining over federation belongs to the federation issue and is not faked.
+joining over federation belongs to the federation issue and is not faked. For the
+same reason an invite (``/invite`` and ``/createRoom``'s ``invite``, through
+``check_invitee``) must name an existing local user: 403 for another server's
+user, 404 for an unknown one.
 ``forget`` records the room in ``forgotten_rooms`` once the user has left, which
 hides it from ``/sync``'s ``leave`` section.
 """
@@ -32,7 +35,7 @@ from roomactors.protocol.ids import is_valid_user_id
 from storage import accounts, directory, timeline
 from storage.schema import forgotten_rooms
 
-__all__ = ["blueprint", "join_room", "leave_all_rooms", "resolve_room"]
+__all__ = ["blueprint", "check_invitee", "join_room", "leave_all_rooms", "resolve_room"]
 
 blueprint = Blueprint("membership", __name__)
 
@@ -105,6 +108,15 @@ async def leave(room_id: str):
     return json_response({})
 
 
+async def check_invitee(d: Deps, user_id: str) -> None:
+    """An invite must reach someone: a user of this server who exists (inviting
+    other servers' users needs federation, which is not built yet)."""
+    if user_id.split(":", 1)[1] != d.server_name:
+        raise MatrixError("M_FORBIDDEN", 403, "inviting users of other servers needs federation (not supported yet)")
+    if await d.db.read(accounts.get_user, user_id) is None:
+        raise not_found(f"user {user_id} does not exist")
+
+
 def _target(body: dict[str, Any]) -> str:
     user_id = get_str(body, "user_id")
     if not is_valid_user_id(user_id):
@@ -121,10 +133,7 @@ async def _member_change(room_id: str, membership: str, *, need_current: str | N
     if membership == "invite":
         if body.get("is_direct") is True:
             content["is_direct"] = True
-        if target.split(":", 1)[1] != d.server_name:
-            raise MatrixError("M_FORBIDDEN", 403, "inviting users of other servers needs federation (not supported yet)")
-        if await d.db.read(accounts.get_user, target) is None:
-            raise not_found(f"user {target} does not exist")
+        await check_invitee(d, target)
     if need_current is not None:
         members = await d.db.read(timeline.get_room_members, room_id)
         current = members.get(target, {}).get("content", {}).get("membership")

@@ -4,18 +4,17 @@
 Theory of operation
 -------------------
 The counts are computed when a sync asks, not stored at send time: the events of
-the room after the user's newest ``m.read``/``m.read.private`` receipt (at most
-``MAX_COUNTED``, newest first), sent by others and served to clients, are run
-through the user's push rules (``roomactors.protocol.push_rules``, defaults merged
-with the user's stored document); ``notification_count`` counts those whose
-actions notify and ``highlight_count`` those that also highlight. A room with
+the room after the user's newest ``m.read``/``m.read.private`` receipt (or, never
+read, after their own membership event; at most ``MAX_COUNTED``, newest first),
+sent by others, served to clients and not redacted, are run through the user's
+push rules (``roomactors.protocol.push_rules``, defaults merged with the user's
+stored document); ``notification_count`` counts those whose actions notify and
+``highlight_count`` those that also highlight. A room with
 thousands of unread events reports at most ``MAX_COUNTED`` — clients show "99+"
 long before.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -30,20 +29,29 @@ __all__ = ["MAX_COUNTED", "unread_counts"]
 MAX_COUNTED = 100
 
 
-def unread_counts(conn: sa.Connection, user_id: str, room_id: str, room_version: str) -> dict[str, int]:
+def unread_counts(
+    conn: sa.Connection, user_id: str, room_id: str, room_version: str, *, membership_position: int | None = None
+) -> dict[str, int]:
+    """The room's ``unread_notifications`` for ``user_id``. ``membership_position``
+    is the stream ordering of the user's current membership event, if the caller
+    has it (``/sync`` does, for every room at once)."""
     receipt = userdata.get_receipt(conn, room_id, user_id, ("m.read", "m.read.private"))
     after = 0
     if receipt is not None:
         pos = conn.execute(sa.select(events.c.stream_ordering).where(events.c.event_id == receipt)).scalar()
         after = pos or 0
+    elif membership_position is not None:
+        after = membership_position  # never read: count from the user's own join
     else:
-        # Never read: count from the user's own join (or last membership change).
         member = timeline.get_memberships(conn, user_id).get(room_id)
         after = member.stream_ordering if member is not None else 0
     candidates = [
         e for e in timeline.get_timeline(conn, room_id, after=after, limit=MAX_COUNTED)
         if e.json.get("sender") != user_id
     ]
+    # A redacted event no longer notifies: its content (a mention, say) is gone.
+    redacted = timeline.get_redactions(conn, [e.event_id for e in candidates])
+    candidates = [e for e in candidates if e.event_id not in redacted]
     if not candidates:
         return {"notification_count": 0, "highlight_count": 0}
     doc = userdata.get_push_rules_doc(conn, user_id) or empty_user_doc()

@@ -1,41 +1,48 @@
-"""Room writes and simple reads: createRoom, send, state, redact, event, joined_rooms.
+"""Room writes: createRoom, send, state, redact (reads live in ``room_reads``).
 
 Theory of operation
 -------------------
 Views are thin (house rule 4): authenticate, validate, rate-limit, then ask the
 room's actor through ``api.rooms_service`` and answer. The actor builds, signs and
-authorises each event against the room's state (the auth rules are the only
-permission check for writes — no view re-implements them), commits it, and only
-then replies, so a 200 means the event is durable.
+authorises each event against the room's state (the auth rules are the
+permission check for writes — no view re-implements them, redactions aside, see
+below), commits it, and only then replies, so a 200 means the event is durable.
 
 * ``/createRoom`` plans the whole sequence purely (``roomactors.room.plans``:
-  presets, overrides, v12 creators, and a dry run through the auth rules), reserves
-  the alias, then sends the create event and the initial events to the new room's
-  actor in ONE mailbox message (``CreateRoom.initial_events``), then the invites.
+  presets, overrides, v12 creators, and a dry run through the auth rules), checks
+  that every invitee can be invited (a local, existing user: the same rule as
+  ``/invite``) before anything exists, reserves the alias, then sends the create
+  event and the initial events to the new room's actor in ONE mailbox message
+  (``CreateRoom.initial_events``), then the invites.
+* ``PUT /state/{type}`` and ``PUT /state/{type}/`` both mean the empty state key
+  ("the trailing slash on this endpoint is optional").
 * ``PUT /send/{type}/{txnId}`` and ``PUT /redact/{eventId}/{txnId}`` carry the
   transaction ID to the actor (``TxnRecord``, scoped to user, device, room and
   txnId), which answers a repeat with the original event — idempotent across
-  restarts because the mapping commits with the event.
-* Reads that must respect history visibility (``/event``) go through
-  ``storage.timeline.filter_visible_events``.
+  restarts because the mapping commits with the event. ``{eventId}`` uses a
+  ``path`` converter: rooms/v3 event IDs are standard base64 and may hold ``/``
+  (percent-encoded by clients, decoded before routing).
+* Redactions are the one permission check a view makes itself: from v3 the auth
+  rules accept a redaction of anyone's event and leave "only the sender or a user
+  with the redact level" to the serving side, so ``redact`` refuses (403) before
+  sending what it would never apply; the target must be an event of the room (404).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from quart import Blueprint
 
 from api.auth import requester
 from api.body import json_body
 from api.deps import Deps, deps
+from api.client.membership import check_invitee
 from api.errors import MatrixError, forbidden, not_found
 from api.responses import json_response
 from api.rooms_service import create_room_events, get_state_view, send_event
 from api.routes import client_route
 from roomactors.protocol.auth import get_power_level
-from roomactors.protocol.client_format import client_event
 from roomactors.protocol.ids import RoomId, UserId
 from roomactors.protocol.room_versions import DEFAULT_ROOM_VERSION, get_rules
 from roomactors.room.events import build_create_event
@@ -100,6 +107,8 @@ async def create_room():
                                 default_version=DEFAULT_ROOM_VERSION)
     except PlanError as e:
         raise MatrixError(e.errcode, e.status, e.error) from None
+    for invitee in plan.invites:
+        await check_invitee(d, invitee)  # before anything exists: no half-made rooms
     rules = get_rules(plan.room_version)
     content_extra = {k: v for k, v in plan.create_content.items() if k not in ("room_version", "creator")}
     server_assigned = None
@@ -204,7 +213,7 @@ async def _check_canonical_alias(d: Deps, room_id: str, content: dict[str, Any])
                 raise MatrixError("M_BAD_ALIAS", 400, f"{alias} does not point to this room")
 
 
-@client_route(blueprint, "/rooms/<room_id>/redact/<event_id>/<txn_id>", ["PUT"])
+@client_route(blueprint, "/rooms/<room_id>/redact/<path:event_id>/<txn_id>", ["PUT"])
 async def redact(room_id: str, event_id: str, txn_id: str):
     d = deps()
     who = await requester()

@@ -9,29 +9,49 @@ misses a change and never polls::
     with notifier.listen({user_id, *room_ids}) as listener:   # 1. register
         response = await db.read(compute_sync, …)              # 2. read
         if response is empty and timeout left:
-            await listener.wait()  (under move_on_after)       # 3. sleep
+            await listener.wait()  (under move_on_at)          # 3. sleep
             → loop to 1
+
+The keys are the user's ID and the rooms they are joined to, invited to or
+knocking on (a left room matters only through the user's own membership, which
+notifies the user key); a room joined while the poll waits is added on the next
+loop. An idle poll is one sleeping task: no timer, no database read.
+
+Before reading, the request records the user's presence (``set_presence``,
+default ``online``: "If this parameter is omitted then the client is
+automatically marked as online"); ``offline`` records nothing.
 
 **Tokens.** ``next_batch`` is opaque to clients: ``s<events>_<misc>_<typing>``,
 where *events* is the greatest ``stream_ordering`` read, *misc* the position of the
 account data / receipts / presence / push-rules stream, and *typing* the typing
-service's serial. A token that does not parse answers 400 ``M_INVALID_PARAM``.
+service's serial. A token that does not parse (or holds numbers SQLite cannot)
+answers 400 ``M_INVALID_PARAM``.
 
 **Rooms.** A room's section depends on the user's membership at the end of the
 window and whether it changed inside it:
 
-* ``join``: timeline = the served events after ``since`` (the latest ``limit``;
-  ``limited`` if more), filtered by history visibility and the timeline filter;
-  ``state`` = current-state changes in the window that are not in the timeline —
-  or, on initial sync, ``full_state`` or a fresh join, the whole current state
-  minus the timeline's events (lazy-loading trims members to the timeline's
-  senders). ``prev_batch`` is a ``/messages`` token at the timeline's start.
-  Ephemeral ``m.typing`` / ``m.receipt``, room account data, ``summary`` and
+* ``join``: timeline = the latest ``limit`` (at most ``MAX_TIMELINE_SCAN``) served
+  events after ``since`` that history visibility and the timeline filter allow —
+  filtered *before* the limit, walking back in batches (at most
+  ``MAX_TIMELINE_SCAN`` rows); ``limited`` if more such events exist. ``state`` = the state at the timeline's *start*:
+  current-state changes in the window that are not in the timeline — or, on
+  initial sync, ``full_state`` or a fresh join, the whole current state minus the
+  timeline's events. With ``use_state_after=true`` (v1.16) it is ``state_after``
+  instead, the state at the timeline's *end* (timeline events included).
+  Lazy-loading trims members to the timeline's senders, the user and the
+  summary's heroes, and (as redundancy is allowed) re-sends the senders' member
+  events on incremental syncs. ``prev_batch`` is a ``/messages`` token
+  (``t<ordering>``) at the timeline's start. Ephemeral ``m.typing`` /
+  ``m.receipt`` (``room.ephemeral`` filter), room account data
+  (``room.account_data`` filter), ``summary`` (when members changed) and
   ``unread_notifications`` complete it.
 * ``invite`` / ``knock``: the stripped state plus the user's own member event.
 * ``leave`` / ``ban``: on incremental syncs when it changed in the window (and on
   initial syncs with ``include_leave``): the timeline up to the leave.
   Forgotten rooms are skipped.
+
+Events are client events, or the stored PDUs with ``event_format: federation``;
+``event_fields`` projects either.
 
 **Unread counts** come from ``api.client.notifications`` (push rules evaluated
 over the events after the user's read receipt).
@@ -39,6 +59,7 @@ over the events after the user's read receipt).
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +86,7 @@ from roomactors.protocol.filters import (
     parse_filter_json_param,
     room_allowed,
 )
+from roomactors.protocol.redaction import redact_with_rules
 from roomactors.protocol.room_versions import get_rules
 from roomactors.protocol.visibility import stripped_state
 from storage import timeline, userdata
@@ -72,9 +94,14 @@ from storage.accounts import current_stream_id
 from storage.rooms import StoredEvent, get_events
 from storage.schema import forgotten_rooms, rooms
 
-__all__ = ["blueprint", "SyncToken", "compute_sync", "format_events"]
+__all__ = ["blueprint", "SyncToken", "compute_sync", "format_events", "MAX_TIMELINE_SCAN"]
 
 blueprint = Blueprint("sync", __name__)
+
+#: The most rows one room's timeline walk examines looking for events the user may
+#: see and the filter allows, before answering ``limited`` with what it found; also
+#: the largest timeline ``limit`` honoured (the rest is one ``/messages`` away).
+MAX_TIMELINE_SCAN = 1000
 
 # Positions are SQLite integers: at most 18 ASCII digits keeps them in range.
 _TOKEN = re.compile(r"s([0-9]{1,18})_([0-9]{1,18})_([0-9]{1,18})\Z")
@@ -107,6 +134,7 @@ class SyncRequest:
     full_state: bool
     now_ms: int
     default_limit: int
+    use_state_after: bool = False
 
 
 @dataclass(slots=True)
@@ -128,8 +156,10 @@ def format_events(
     now_ms: int,
     include_room_id: bool,
     event_fields: tuple[str, ...] | None = None,
+    event_format: str = "client",
 ) -> list[dict[str, Any]]:
-    """Stored events as client events: redactions applied, own transaction IDs."""
+    """Stored events as client events: redactions applied, own transaction IDs.
+    ``event_format="federation"`` serves the stored PDU itself (redacted if it was)."""
     if not evs:
         return []
     ids = [e.event_id for e in evs]
@@ -139,6 +169,12 @@ def format_events(
     rules = get_rules(room_version)
     out = []
     for ev in evs:
+        if event_format == "federation":
+            event = redact_with_rules(ev.json, rules) if ev.event_id in redacted else copy.deepcopy(ev.json)
+            if event_fields is not None:
+                event = apply_event_fields(event, event_fields)
+            out.append(event)
+            continue
         because = None
         if ev.event_id in redacted:
             r = redacted[ev.event_id]
@@ -173,10 +209,6 @@ def _forgotten(conn: sa.Connection, user_id: str) -> set[str]:
     return set(conn.execute(sa.select(forgotten_rooms.c.room_id).where(forgotten_rooms.c.user_id == user_id)).scalars())
 
 
-def _state_allowed(f: RoomEventFilter, event: dict[str, Any], room_id: str) -> bool:
-    return event_allowed(f, event, room_id=room_id)
-
-
 def _summary(members: dict[str, dict[str, Any]], user_id: str) -> dict[str, Any]:
     joined = sorted(u for u, e in members.items() if e.get("content", {}).get("membership") == "join")
     invited = sorted(u for u, e in members.items() if e.get("content", {}).get("membership") == "invite")
@@ -184,7 +216,45 @@ def _summary(members: dict[str, dict[str, Any]], user_id: str) -> dict[str, Any]
     return {"m.heroes": heroes, "m.joined_member_count": len(joined), "m.invited_member_count": len(invited)}
 
 
+def _timeline_window(
+    conn: sa.Connection,
+    user_id: str,
+    room_id: str,
+    tfilter: RoomEventFilter,
+    *,
+    after: int,
+    upto: int,
+    limit: int,
+    membership: str,
+) -> tuple[list[StoredEvent], bool, str]:
+    """The latest ``limit`` events in ``(after, upto]`` that the user may see and the
+    timeline filter allows, ``limited`` (more such events exist, or the walk hit
+    ``MAX_TIMELINE_SCAN`` rows), and ``prev_batch``. Filtering happens before the
+    limit, walking back in growing batches, so a ``types`` filter still fills the
+    timeline from older events."""
+    picked: list[StoredEvent] = []
+    cursor = upto
+    scanned = 0
+    batch_size = limit + 1
+    while True:
+        batch = timeline.get_timeline(conn, room_id, after=after, upto=cursor, limit=batch_size)
+        scanned += len(batch)
+        visible = timeline.filter_visible_events(conn, user_id, batch, membership)
+        picked[:0] = [e for e in visible if event_allowed(tfilter, e.json, room_id=room_id)]
+        if len(picked) > limit:
+            picked = picked[-limit:]
+            return picked, True, f"t{picked[0].stream_ordering}"
+        if len(batch) < batch_size:  # reached ``after``: nothing older to give
+            return picked, False, f"t{picked[0].stream_ordering}" if picked else f"t{upto + 1}"
+        cursor = batch[0].stream_ordering - 1
+        if scanned >= MAX_TIMELINE_SCAN:
+            start = picked[0].stream_ordering if picked else batch[0].stream_ordering
+            return picked, True, f"t{start}"
+        batch_size = min(max(2 * batch_size, 50), 500)
+
+
 def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
+    from api.client.ephemeral import CURRENTLY_ACTIVE_MS
     from api.client.notifications import unread_counts
 
     upto = timeline.max_stream_ordering(conn)
@@ -194,8 +264,9 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
     initial = req.since is None
     f = req.filter
     room_filter = f.room
-    limit = room_filter.timeline.limit or req.default_limit
+    limit = min(room_filter.timeline.limit or req.default_limit, MAX_TIMELINE_SCAN)
     lazy = bool(room_filter.state.lazy_load_members)
+    state_field = "state_after" if req.use_state_after else "state"
     memberships = timeline.get_memberships(conn, req.user_id)
     changed = set() if initial else timeline.get_membership_changes(conn, req.user_id, since_ev, upto)
     forgotten = _forgotten(conn, req.user_id)
@@ -213,58 +284,80 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
     global_account = []
     for room_id, type_, content in account:
         if room_id:
-            room_account.setdefault(room_id, []).append({"type": type_, "content": content})
+            if event_allowed(room_filter.account_data, {"type": type_}, room_id=room_id):
+                room_account.setdefault(room_id, []).append({"type": type_, "content": content})
         elif event_allowed(f.account_data, {"type": type_}):
             global_account.append({"type": type_, "content": content})
+    if f.account_data.limit is not None:
+        global_account = global_account[: f.account_data.limit]
 
     def fmt(evs: list[StoredEvent], room_id: str) -> list[dict[str, Any]]:
         return format_events(conn, evs, user_id=req.user_id, device_id=req.device_id,
                              room_version=versions.get(room_id, "1"), now_ms=req.now_ms,
-                             include_room_id=False, event_fields=f.event_fields)
+                             include_room_id=False, event_fields=f.event_fields, event_format=f.event_format)
 
     for room_id in joined_ids:
         fresh = initial or req.full_state or room_id in changed
         section: dict[str, Any] = {}
         if room_id in with_events or fresh:
+            # A fresh room on an initial sync starts from the beginning; a join (or
+            # full_state) in an incremental sync keeps the timeline after ``since``.
             after = 0 if fresh and initial else since_ev
-            candidates = timeline.get_timeline(conn, room_id, after=after, upto=upto, limit=limit + 1)
-            limited = len(candidates) > limit
-            candidates = candidates[-limit:] if limited else candidates
-            visible = timeline.filter_visible_events(conn, req.user_id, candidates, "join")
-            visible = [e for e in visible if event_allowed(room_filter.timeline, e.json, room_id=room_id)]
-            if room_id in changed and not initial and not limited:
-                # A fresh join in an incremental sync: its timeline starts after since.
-                pass
+            visible, limited, prev = _timeline_window(
+                conn, req.user_id, room_id, room_filter.timeline, after=after, upto=upto, limit=limit,
+                membership="join",
+            )
             timeline_ids = {e.event_id for e in visible}
+            current: dict[tuple[str, str], str] | None = None
             if fresh:
-                state_ids = timeline.get_current_state_ids(conn, room_id)
+                current = timeline.get_current_state_ids(conn, room_id)
+                state_ids = current
             else:
                 state_ids = {k: v for k, v in timeline.get_state_deltas(conn, room_id, since_ev, upto).items() if v}
-            wanted = {k: v for k, v in state_ids.items() if v not in timeline_ids}
-            if lazy:
-                senders = {e.json.get("sender") for e in visible} | {req.user_id}
-                wanted = {k: v for k, v in wanted.items() if k[0] != "m.room.member" or k[1] in senders}
-            state_events = list(get_events(conn, wanted.values()).values())
-            state_events = [e for e in state_events if _state_allowed(room_filter.state, e.json, room_id)]
-            state_events.sort(key=lambda e: e.stream_ordering)
-            prev = f"t{visible[0].stream_ordering}" if visible else f"t{upto + 1}"
-            section["timeline"] = {"events": fmt(visible, room_id), "limited": limited, "prev_batch": prev}
-            section["state"] = {"events": fmt(state_events, room_id)}
+            if req.use_state_after:
+                # State at the END of the timeline: every change, the timeline's included.
+                wanted = dict(state_ids)
+            else:
+                # State at the START of the timeline: what the timeline does not carry.
+                wanted = {k: v for k, v in state_ids.items() if v not in timeline_ids}
             if fresh or any(k[0] == "m.room.member" for k in state_ids):
                 section["summary"] = _summary(timeline.get_room_members(conn, room_id), req.user_id)
+            if lazy:
+                # Members of the timeline's senders, the user and the heroes only
+                # (sync.yaml: heroes' member events "MUST be included in the state").
+                senders = {e.json.get("sender") for e in visible}
+                senders |= set(section.get("summary", {}).get("m.heroes", ()))
+                needed = senders | {req.user_id}
+                wanted = {k: v for k, v in wanted.items() if k[0] != "m.room.member" or k[1] in needed}
+                if not fresh:
+                    # The client may never have been sent these senders' member events
+                    # (no per-device record of what was sent; redundancy is allowed:
+                    # "Lazy-loading room members").
+                    current = timeline.get_current_state_ids(conn, room_id)
+                    for user in senders:
+                        event_id = current.get(("m.room.member", user))
+                        if event_id and (req.use_state_after or event_id not in timeline_ids):
+                            wanted.setdefault(("m.room.member", user), event_id)
+            state_events = list(get_events(conn, wanted.values()).values())
+            state_events = [e for e in state_events if event_allowed(room_filter.state, e.json, room_id=room_id)]
+            state_events.sort(key=lambda e: e.stream_ordering)
+            section["timeline"] = {"events": fmt(visible, room_id), "limited": limited, "prev_batch": prev}
+            section[state_field] = {"events": fmt(state_events, room_id)}
         ephemeral = []
         if room_id in receipts:
             ephemeral.append({"type": "m.receipt", "content": receipts[room_id]})
+        ephemeral = [e for e in ephemeral if event_allowed(room_filter.ephemeral, e, room_id=room_id)]
         if ephemeral:
             section["ephemeral"] = {"events": ephemeral}
         if room_id in room_account:
             section["account_data"] = {"events": room_account[room_id]}
         if section or fresh:
             section.setdefault("timeline", {"events": [], "limited": False, "prev_batch": f"t{upto + 1}"})
-            section.setdefault("state", {"events": []})
+            section.setdefault(state_field, {"events": []})
             section.setdefault("ephemeral", {"events": []})
             section.setdefault("account_data", {"events": []})
-            counts = unread_counts(conn, req.user_id, room_id, versions.get(room_id, "1"))
+            counts = unread_counts(conn, req.user_id, room_id, versions.get(room_id, "1"),
+                                   membership_position=memberships[room_id].stream_ordering)
             section["unread_notifications"] = counts
             join[room_id] = section
     for room_id, m in memberships.items():
@@ -283,14 +376,13 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
             else:
                 knock[room_id] = {"knock_state": {"events": stripped}}
         elif m.membership in ("leave", "ban") and room_id not in forgotten and (not initial or room_filter.include_leave):
-            candidates = timeline.get_timeline(conn, room_id, after=since_ev, upto=m.stream_ordering, limit=limit + 1)
-            limited = len(candidates) > limit
-            candidates = candidates[-limit:] if limited else candidates
-            visible = timeline.filter_visible_events(conn, req.user_id, candidates, m.membership)
-            prev = f"t{visible[0].stream_ordering}" if visible else f"t{m.stream_ordering}"
+            visible, limited, prev = _timeline_window(
+                conn, req.user_id, room_id, room_filter.timeline, after=since_ev, upto=m.stream_ordering,
+                limit=limit, membership=m.membership,
+            )
             leave[room_id] = {
                 "timeline": {"events": fmt(visible, room_id), "limited": limited, "prev_batch": prev},
-                "state": {"events": []},
+                state_field: {"events": []},
                 "account_data": {"events": room_account.get(room_id, [])},
             }
     body: dict[str, Any] = {"next_batch": "", "rooms": {}}
@@ -314,11 +406,15 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
         events = [
             {"type": "m.presence", "sender": p["user_id"],
              "content": {k: v for k, v in {"presence": p["presence"], "status_msg": p["status_msg"],
-                                           "last_active_ago": max(0, req.now_ms - p["last_active_ts"])}.items()
+                                           "last_active_ago": max(0, req.now_ms - p["last_active_ts"]),
+                                           "currently_active": p["presence"] == "online"
+                                           and req.now_ms - p["last_active_ts"] < CURRENTLY_ACTIVE_MS}.items()
                          if v is not None}}
             for p in pres
         ]
         events = [e for e in events if event_allowed(f.presence, e)]
+        if f.presence.limit is not None:
+            events = events[: f.presence.limit]
         if events:
             body["presence"] = {"events": events}
     result.body = body
@@ -346,7 +442,7 @@ async def _load_filter(user_id: str) -> Filter:
     return parse_filter(stored)
 
 
-def _add_typing(result: SyncResult, since_typing: int | None) -> None:
+def _add_typing(result: SyncResult, since_typing: int | None, filt: Filter, state_field: str) -> None:
     typing = deps().typing
     join = result.body.get("rooms", {}).get("join", {})
     for room_id in result.joined:
@@ -354,16 +450,20 @@ def _add_typing(result: SyncResult, since_typing: int | None) -> None:
             users = typing.typing_users(room_id)
             if since_typing is None and not users:
                 continue
+            event = {"type": "m.typing", "content": {"user_ids": users}}
+            if not event_allowed(filt.room.ephemeral, event, room_id=room_id):
+                continue
             section = join.get(room_id)
             if section is None:
                 section = {"timeline": {"events": [], "limited": False, "prev_batch": f"t{result.events_pos + 1}"},
-                           "state": {"events": []}, "ephemeral": {"events": []}, "account_data": {"events": []}}
+                           state_field: {"events": []}, "ephemeral": {"events": []}, "account_data": {"events": []}}
                 join[room_id] = section
                 result.body.setdefault("rooms", {})["join"] = join
                 result.empty = False
-            section.setdefault("ephemeral", {"events": []})["events"].append(
-                {"type": "m.typing", "content": {"user_ids": users}}
-            )
+            events = section.setdefault("ephemeral", {"events": []})["events"]
+            limit = filt.room.ephemeral.limit
+            if limit is None or len(events) < limit:
+                events.append(event)
 
 
 @client_route(blueprint, "/sync", ["GET"])
@@ -374,26 +474,30 @@ async def sync():
     since = SyncToken.parse(since_raw) if since_raw else None
     timeout_ms = query_int("timeout", 0, maximum=d.settings.sync.max_timeout_ms) or 0
     full_state = query_bool("full_state", False)
+    use_state_after = query_bool("use_state_after", False)
     filt = await _load_filter(who.user_id)
-    set_presence = request.args.get("set_presence")
-    if set_presence is not None and set_presence not in ("online", "offline", "unavailable"):
+    set_presence = request.args.get("set_presence", "online")
+    if set_presence not in ("online", "offline", "unavailable"):
         raise MatrixError("M_INVALID_PARAM", 400, "set_presence must be online, offline or unavailable")
-    if set_presence in ("online", "unavailable"):
-        from api.client.ephemeral import note_presence
+    from api.client.ephemeral import note_presence
 
-        await note_presence(d, who.user_id, set_presence)
+    # "If this parameter is omitted then the client is automatically marked as online."
+    await note_presence(d, who.user_id, set_presence)
     deadline = trio.current_time() + timeout_ms / 1000
     memberships = await d.db.read(timeline.get_memberships, who.user_id)
-    keys = {who.user_id, *memberships}
+    # Left rooms matter only through the user's own membership (their user key).
+    keys = {who.user_id, *(r for r, m in memberships.items() if m.membership in ("join", "invite", "knock"))}
+    state_field = "state_after" if use_state_after else "state"
     while True:
         typing_serial = d.typing.serial
         with d.notifier.listen(keys) as listener:
             req = SyncRequest(
                 user_id=who.user_id, device_id=who.device_id, since=since, filter=filt,
                 full_state=full_state, now_ms=d.clock.time_ms(), default_limit=d.settings.sync.default_timeline_limit,
+                use_state_after=use_state_after,
             )
             result = await d.db.read(compute_sync, req)
-            _add_typing(result, since.typing if since else None)
+            _add_typing(result, since.typing if since else None, filt, state_field)
             if not result.empty or since is None or full_state or trio.current_time() >= deadline:
                 break
             keys_now = {who.user_id, *result.joined}
@@ -411,7 +515,7 @@ async def sync():
 # --------------------------------------------------------------------------- filters
 
 
-@client_route(blueprint, "/user/<user_id>/filter", ["POST"])
+@client_route(blueprint, "/user/<path:user_id>/filter", ["POST"])
 async def create_filter(user_id: str):
     d = deps()
     who = await requester()
@@ -426,7 +530,7 @@ async def create_filter(user_id: str):
     return json_response({"filter_id": str(filter_id)})
 
 
-@client_route(blueprint, "/user/<user_id>/filter/<filter_id>", ["GET"])
+@client_route(blueprint, "/user/<path:user_id>/filter/<filter_id>", ["GET"])
 async def get_filter(user_id: str, filter_id: str):
     d = deps()
     who = await requester()

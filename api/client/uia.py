@@ -6,8 +6,10 @@ An endpoint protected by UIA calls :meth:`UiaSessions.authenticate` with its flo
 (lists of stage types) and a *checker* per stage. Without an ``auth`` dict, or
 while no flow is complete, it raises the spec's 401: ``{flows, params, session,
 completed}`` (plus ``errcode``/``error`` when a stage just failed). Each session
-is bound to the endpoint (the request's method and path) and, for authenticated
-endpoints, to the user, so a session cannot be replayed elsewhere. Sessions live
+is bound to the operation the endpoint names (``binding``: e.g. ``("password",
+user_id)`` or ``("delete_device:ID", user_id)``, ``("register", "")``), so a
+session cannot be replayed for another operation or by another user (403
+``M_FORBIDDEN``). A session ends when its flow completes. Sessions live
 in memory for ``lifetime_s`` (a restart asks the client to start again, which the
 spec allows: the server may forget a session at any time).
 

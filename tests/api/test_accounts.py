@@ -599,6 +599,10 @@ async def test_devices_list_get_put_delete(app: QuartTrio, alice: Api) -> None:
     assert (await alice.ok("GET", "/devices/PHONE"))["display_name"] == "old phone"
     assert (await alice.put("/devices/NOPE", {"display_name": "x"})).err() == (404, "M_NOT_FOUND")
     assert (await alice.put("/devices/PHONE", {"display_name": 3})).err() == (400, "M_BAD_JSON")
+    # "If not given, the display name is unchanged."
+    assert await alice.ok("PUT", "/devices/PHONE", {}) == {}
+    assert (await alice.ok("GET", "/devices/PHONE"))["display_name"] == "old phone"
+    assert (await alice.put("/devices/NOPE", {})).err() == (404, "M_NOT_FOUND")
     # Another user's device is not ours to see.
     bob = await register(app, "bob")
     assert (await bob.get("/devices/PHONE")).err() == (404, "M_NOT_FOUND")
@@ -691,3 +695,16 @@ async def test_shared_secret_registration_disabled(tmp_path: Path) -> None:
         api = Api(create_app(deps))
         assert (await api.get("/_synapse/admin/v1/register")).status == 400
         assert (await api.post("/_synapse/admin/v1/register", {})).status == 400
+
+
+async def test_uia_password_guesses_are_rate_limited(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, ratelimit={"enabled": True, "login_per_second": 0.001, "login_burst": 3})
+    async with open_homeserver(settings) as deps:
+        alice = await register(create_app(deps), "alice")
+        first = await alice.post("/account/password", {"new_password": "n"})
+        replies = []
+        for guess in ("a", "b", "c", "d"):
+            replies.append(await alice.post("/account/password", {"new_password": "n", "auth": {
+                "type": "m.login.password", "user": "alice", "password": guess, "session": first.body["session"]}}))
+        assert [r.err() for r in replies] == [(401, "M_FORBIDDEN")] * 3 + [(429, "M_LIMIT_EXCEEDED")]
+        assert "Retry-After" in replies[-1].headers

@@ -268,7 +268,7 @@ FUZZED: list[tuple[str, str]] = [
     ("PUT", "/_matrix/client/v3/rooms/<room_id>/state/<event_type>"),
     ("PUT", "/_matrix/client/v3/rooms/<room_id>/state/<event_type>/"),
     ("PUT", "/_matrix/client/v3/rooms/<room_id>/state/<event_type>/<path:state_key>"),
-    ("PUT", "/_matrix/client/v3/rooms/<room_id>/redact/<event_id>/<txn_id>"),
+    ("PUT", "/_matrix/client/v3/rooms/<room_id>/redact/<path:event_id>/<txn_id>"),
     ("POST", "/_matrix/client/v3/join/<path:room_id_or_alias>"),
     ("POST", "/_matrix/client/v3/rooms/<room_id>/join"),
     ("POST", "/_matrix/client/v3/knock/<path:room_id_or_alias>"),
@@ -280,13 +280,13 @@ FUZZED: list[tuple[str, str]] = [
     ("POST", "/_matrix/client/v3/rooms/<room_id>/forget"),
     ("GET", "/_matrix/client/v3/joined_rooms"),
     ("GET", "/_matrix/client/v3/sync"),
-    ("POST", "/_matrix/client/v3/user/<user_id>/filter"),
-    ("GET", "/_matrix/client/v3/user/<user_id>/filter/<filter_id>"),
-    ("PUT", "/_matrix/client/v3/rooms/<room_id>/typing/<user_id>"),
-    ("POST", "/_matrix/client/v3/rooms/<room_id>/receipt/<receipt_type>/<event_id>"),
+    ("POST", "/_matrix/client/v3/user/<path:user_id>/filter"),
+    ("GET", "/_matrix/client/v3/user/<path:user_id>/filter/<filter_id>"),
+    ("PUT", "/_matrix/client/v3/rooms/<room_id>/typing/<path:user_id>"),
+    ("POST", "/_matrix/client/v3/rooms/<room_id>/receipt/<receipt_type>/<path:event_id>"),
     ("POST", "/_matrix/client/v3/rooms/<room_id>/read_markers"),
-    ("PUT", "/_matrix/client/v3/presence/<user_id>/status"),
-    ("GET", "/_matrix/client/v3/presence/<user_id>/status"),
+    ("PUT", "/_matrix/client/v3/presence/<path:user_id>/status"),
+    ("GET", "/_matrix/client/v3/presence/<path:user_id>/status"),
 ]
 FUZZED_BLUEPRINTS = ("account", "rooms", "membership", "sync", "ephemeral")
 
