@@ -10,7 +10,7 @@ a service locator: the set of services is fixed here and typed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from quart import current_app
@@ -43,6 +43,10 @@ class Deps:
     tokens: TokenCache
     ratelimiter: RateLimiter
     uia: UiaSessions
+    #: user ID -> (presence, status_msg, wall-clock ms) last written by this
+    #: process: lets /sync skip the presence read when nothing changed.
+    #: Invalidation: note_presence updates it with every write it makes.
+    presence_seen: dict[str, tuple[str, str | None, int]] = field(default_factory=dict)
 
 
 def deps() -> Deps:

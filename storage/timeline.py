@@ -450,3 +450,66 @@ def get_current_state_event_id(conn: sa.Connection, room_id: str, type_: str, st
         current_state.c.room_id == room_id, current_state.c.type == type_, current_state.c.state_key == state_key
     )
     return conn.execute(query).scalar()
+
+
+# ---------------------------------------------------------------- member summaries
+# Membership read in SQL (json_extract) so no member event is decoded in Python:
+# summaries, unread-count contexts and presence peers touch every member row.
+
+_MEMBERSHIP_SQL = sa.func.json_extract(events.c.json, "$.content.membership")
+
+
+def get_member_list(conn: sa.Connection, room_id: str) -> dict[str, str]:
+    """user ID -> current membership, for every member row of the room."""
+    query = (
+        sa.select(current_state.c.state_key, _MEMBERSHIP_SQL)
+        .join_from(current_state, events, events.c.event_id == current_state.c.event_id)
+        .where(current_state.c.room_id == room_id, current_state.c.type == _MEMBER)
+    )
+    return {k: m for k, m in conn.execute(query) if isinstance(m, str)}
+
+
+def count_joined_members(conn: sa.Connection, room_id: str) -> int:
+    query = (
+        sa.select(sa.func.count())
+        .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
+        .where(current_state.c.room_id == room_id, current_state.c.type == _MEMBER, _MEMBERSHIP_SQL == "join")
+    )
+    return int(conn.execute(query).scalar() or 0)
+
+
+def get_rooms_shared_with(conn: sa.Connection, user_ids: Iterable[str], room_ids: Iterable[str]) -> set[str]:
+    """The users among ``user_ids`` joined to at least one of ``room_ids``."""
+    users, rooms_ = list(user_ids), list(room_ids)
+    if not users or not rooms_:
+        return set()
+    query = (
+        sa.select(current_state.c.state_key)
+        .join_from(current_state, events, events.c.event_id == current_state.c.event_id)
+        .where(
+            current_state.c.type == _MEMBER,
+            current_state.c.state_key.in_(users),
+            current_state.c.room_id.in_(rooms_),
+            _MEMBERSHIP_SQL == "join",
+        )
+        .distinct()
+    )
+    return set(conn.execute(query).scalars())
+
+
+def get_power_state(conn: sa.Connection, room_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The room's current (m.room.power_levels, m.room.create) events, or None."""
+    query = (
+        sa.select(current_state.c.type, events.c.json)
+        .join_from(current_state, events, events.c.event_id == current_state.c.event_id)
+        .where(
+            current_state.c.room_id == room_id,
+            current_state.c.state_key == "",
+            current_state.c.type.in_(["m.room.power_levels", "m.room.create"]),
+        )
+    )
+    found = {t: _load_json(text) for t, text in conn.execute(query)}
+    return found.get("m.room.power_levels"), found.get("m.room.create")
+
+
+__all__ += ["get_member_list", "count_joined_members", "get_rooms_shared_with", "get_power_state"]

@@ -30,10 +30,12 @@ __all__ = [
     "get_receipts_since",
     "get_receipt",
     "get_push_rules_doc",
+    "get_push_rules_version",
     "set_push_rules_doc",
     "set_presence",
     "get_presence",
     "get_presence_since",
+    "get_presence_changes",
 ]
 
 
@@ -189,6 +191,21 @@ def get_presence_since(conn: sa.Connection, user_ids: list[str], since: int, upt
     query = sa.select(presence).where(
         presence.c.user_id.in_(user_ids), presence.c.stream_id > since, presence.c.stream_id <= upto
     )
+    return [
+        {"user_id": r.user_id, "presence": r.presence, "status_msg": r.status_msg, "last_active_ts": r.last_active_ts}
+        for r in conn.execute(query)
+    ]
+
+
+def get_push_rules_version(conn: sa.Connection, user_id: str) -> int:
+    """The stream position of the user's last push-rule change (0: never changed)."""
+    value = conn.execute(sa.select(push_rules.c.stream_id).where(push_rules.c.user_id == user_id)).scalar()
+    return int(value or 0)
+
+
+def get_presence_changes(conn: sa.Connection, since: int, upto: int) -> list[dict[str, Any]]:
+    """Every presence row changed in ``(since, upto]`` (the caller keeps its peers')."""
+    query = sa.select(presence).where(presence.c.stream_id > since, presence.c.stream_id <= upto)
     return [
         {"user_id": r.user_id, "presence": r.presence, "status_msg": r.status_msg, "last_active_ts": r.last_active_ts}
         for r in conn.execute(query)

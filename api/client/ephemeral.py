@@ -114,13 +114,19 @@ CURRENTLY_ACTIVE_MS = 300_000
 
 async def note_presence(d: Deps, user_id: str, state: str, status_msg: str | None = None, *, keep_msg: bool = True) -> None:
     """Record presence (on /sync's set_presence or PUT /presence) and wake peers."""
+    seen = d.presence_seen.get(user_id)
+    now = d.clock.time_ms()
+    if seen is not None and seen[0] == state and (keep_msg or seen[1] == status_msg) and now - seen[2] < 60_000:
+        return  # written by us within the minute, unchanged: no read, no write
     current = await d.db.read(userdata.get_presence, user_id)
     if keep_msg and current is not None and status_msg is None:
         status_msg = current.get("status_msg")
     if current is not None and current["presence"] == state and current.get("status_msg") == status_msg and \
-            d.clock.time_ms() - current["last_active_ts"] < 60_000:
+            now - current["last_active_ts"] < 60_000:
+        d.presence_seen[user_id] = (state, status_msg, current["last_active_ts"])
         return  # unchanged and recent: no new stream row
-    await d.db.write(userdata.set_presence, user_id, state, status_msg, d.clock.time_ms())
+    await d.db.write(userdata.set_presence, user_id, state, status_msg, now)
+    d.presence_seen[user_id] = (state, status_msg, now)
     rooms = [r for r, m in (await d.db.read(timeline.get_memberships, user_id)).items() if m.membership == "join"]
     d.notifier.notify(user_id, *rooms)
 

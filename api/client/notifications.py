@@ -3,18 +3,35 @@
 
 Theory of operation
 -------------------
-The counts are computed when a sync asks, not stored at send time: the events of
-the room after the user's newest ``m.read``/``m.read.private`` receipt (or, never
-read, after their own membership event; at most ``MAX_COUNTED``, newest first),
-sent by others, served to clients and not redacted, are run through the user's
-push rules (``roomactors.protocol.push_rules``, defaults merged with the user's
-stored document); ``notification_count`` counts those whose actions notify and
-``highlight_count`` those that also highlight. A room with
-thousands of unread events reports at most ``MAX_COUNTED`` — clients show "99+"
-long before.
+Counts are computed when a sync asks, not stored at send time: the served events
+of the room after the user's newest ``m.read``/``m.read.private`` receipt (or,
+never having read, after their own membership event), sent by others and not
+redacted, go through the user's push rules (``roomactors.protocol.push_rules``:
+defaults merged with the user's stored document); ``notification_count`` counts
+the events whose actions notify and ``highlight_count`` those that also
+highlight. Counting stops at ``MAX_COUNTED`` (clients show "99+" long before).
+
+**Incremental cache.** A long-polling client syncs after every message, so the
+counts are kept per (user, room) in a bounded in-process LRU together with what
+they were computed from — the receipt, the membership event, the push-rules
+version — and the stream position they cover. The next sync only evaluates the
+events after that position. The entry is recomputed from scratch when any of
+those inputs changed, or when a new event is a redaction (a redacted event stops
+counting, and it may be one already counted). The cache is only an optimisation:
+every entry is validated against committed data read in the same transaction,
+and readers in two threads at once at worst both compute the same value.
+
+The inputs that are the same for every room — the user's ruleset — are built
+once per sync (:class:`SyncPushRules`); per room only the power levels, the
+create event and the joined-member count are read, and only if some event needs
+evaluating.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -24,62 +41,103 @@ from roomactors.protocol.room_versions import get_rules
 from storage import timeline, userdata
 from storage.schema import events
 
-__all__ = ["MAX_COUNTED", "unread_counts"]
+__all__ = ["MAX_COUNTED", "SyncPushRules", "unread_counts"]
 
 MAX_COUNTED = 100
+_CACHE_SIZE = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    inputs: tuple[Any, ...]
+    upto: int
+    notify: int
+    highlight: int
+
+
+_cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+
+class SyncPushRules:
+    """The user's merged ruleset and its version, loaded on first use in a sync."""
+
+    def __init__(self, conn: sa.Connection, user_id: str) -> None:
+        self._conn = conn
+        self._user_id = user_id
+        self.version = userdata.get_push_rules_version(conn, user_id)
+        self._rules: dict[str, Any] | None = None
+
+    @property
+    def rules(self) -> dict[str, Any]:
+        if self._rules is None:
+            doc = userdata.get_push_rules_doc(self._conn, self._user_id) or empty_user_doc()
+            self._rules = ruleset(self._user_id, doc)
+        return self._rules
+
+
+def _put(key: tuple[str, str], entry: _Entry) -> None:
+    _cache[key] = entry
+    _cache.move_to_end(key)
+    while len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
 
 
 def unread_counts(
-    conn: sa.Connection, user_id: str, room_id: str, room_version: str, *, membership_position: int | None = None
+    conn: sa.Connection,
+    user_id: str,
+    room_id: str,
+    room_version: str,
+    *,
+    membership_position: int,
+    member_event: dict[str, Any] | None,
+    upto: int,
+    push: SyncPushRules,
 ) -> dict[str, int]:
-    """The room's ``unread_notifications`` for ``user_id``. ``membership_position``
-    is the stream ordering of the user's current membership event, if the caller
-    has it (``/sync`` does, for every room at once)."""
+    """The room's ``unread_notifications`` for ``user_id`` as of stream ``upto``."""
     receipt = userdata.get_receipt(conn, room_id, user_id, ("m.read", "m.read.private"))
-    after = 0
+    after = membership_position
     if receipt is not None:
         pos = conn.execute(sa.select(events.c.stream_ordering).where(events.c.event_id == receipt)).scalar()
         after = pos or 0
-    elif membership_position is not None:
-        after = membership_position  # never read: count from the user's own join
-    else:
-        member = timeline.get_memberships(conn, user_id).get(room_id)
-        after = member.stream_ordering if member is not None else 0
-    candidates = [
-        e for e in timeline.get_timeline(conn, room_id, after=after, limit=MAX_COUNTED)
-        if e.json.get("sender") != user_id
-    ]
-    # A redacted event no longer notifies: its content (a mention, say) is gone.
-    redacted = timeline.get_redactions(conn, [e.event_id for e in candidates])
-    candidates = [e for e in candidates if e.event_id not in redacted]
-    if not candidates:
-        return {"notification_count": 0, "highlight_count": 0}
-    doc = userdata.get_push_rules_doc(conn, user_id) or empty_user_doc()
-    rules = ruleset(user_id, doc)
-    state = timeline.get_current_state_ids(conn, room_id)
-    members = timeline.get_room_members(conn, room_id)
-    joined = sum(1 for e in members.values() if e.get("content", {}).get("membership") == "join")
-    pl_id = state.get(("m.room.power_levels", ""))
-    create_id = state.get(("m.room.create", ""))
-    needed = [x for x in (pl_id, create_id) if x]
-    from storage.rooms import get_events
-
-    loaded = get_events(conn, needed)
-    pl_event = loaded[pl_id].json if pl_id in loaded else None
-    create_event = loaded[create_id].json if create_id in loaded else None
-    rules_v = get_rules(room_version)
-    display = members.get(user_id, {}).get("content", {}).get("displayname")
+    inputs = (receipt, membership_position, push.version)
+    key = (user_id, room_id)
+    cached = _cache.get(key)
     notify = highlight = 0
-    for ev in candidates:
-        sender = ev.json.get("sender", "")
-        ctx = PushContext(
-            user_id=user_id,
-            display_name=display if isinstance(display, str) else None,
-            room_member_count=joined,
-            power_levels=pl_event.get("content") if pl_event else None,
-            sender_power_level=get_power_level(sender, pl_event, create_event, rules_v),
-        )
-        n, h = notification_for(rules, ev.json, ctx)
-        notify += n
-        highlight += h
+    start = after
+    if cached is not None and cached.inputs == inputs and cached.upto <= upto:
+        notify, highlight, start = cached.notify, cached.highlight, max(after, cached.upto)
+    scanned = timeline.get_timeline(conn, room_id, after=start, upto=upto, limit=MAX_COUNTED, backwards=False)
+    if start != after and any(e.json.get("type") == "m.room.redaction" for e in scanned):
+        notify = highlight = 0  # a redaction may un-count an event already counted
+        scanned = timeline.get_timeline(conn, room_id, after=after, upto=upto, limit=MAX_COUNTED, backwards=False)
+    # The position these counts cover: the last event scanned when the scan was cut.
+    covered = scanned[-1].stream_ordering if len(scanned) == MAX_COUNTED else upto
+    candidates = [e for e in scanned if e.json.get("sender") != user_id]
+    # A redacted event no longer notifies: its content (a mention, say) is gone.
+    if candidates:
+        redacted = timeline.get_redactions(conn, [e.event_id for e in candidates])
+        candidates = [e for e in candidates if e.event_id not in redacted]
+    if candidates and notify < MAX_COUNTED:
+        pl_event, create_event = timeline.get_power_state(conn, room_id)
+        joined = timeline.count_joined_members(conn, room_id)
+        rules_v = get_rules(room_version)
+        content = (member_event or {}).get("content")
+        display = content.get("displayname") if isinstance(content, dict) else None
+        levels: dict[str, int | float] = {}
+        for ev in candidates:
+            sender = ev.json.get("sender", "")
+            if sender not in levels:
+                levels[sender] = get_power_level(sender, pl_event, create_event, rules_v)
+            ctx = PushContext(
+                user_id=user_id,
+                display_name=display if isinstance(display, str) else None,
+                room_member_count=joined,
+                power_levels=pl_event.get("content") if pl_event else None,
+                sender_power_level=levels[sender],
+            )
+            n, h = notification_for(push.rules, ev.json, ctx)
+            notify += n
+            highlight += h
+    notify, highlight = min(notify, MAX_COUNTED), min(highlight, MAX_COUNTED)
+    _put(key, _Entry(inputs, covered, notify, highlight))
     return {"notification_count": notify, "highlight_count": highlight}

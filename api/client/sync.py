@@ -209,9 +209,10 @@ def _forgotten(conn: sa.Connection, user_id: str) -> set[str]:
     return set(conn.execute(sa.select(forgotten_rooms.c.room_id).where(forgotten_rooms.c.user_id == user_id)).scalars())
 
 
-def _summary(members: dict[str, dict[str, Any]], user_id: str) -> dict[str, Any]:
-    joined = sorted(u for u, e in members.items() if e.get("content", {}).get("membership") == "join")
-    invited = sorted(u for u, e in members.items() if e.get("content", {}).get("membership") == "invite")
+def _summary(members: dict[str, str], user_id: str) -> dict[str, Any]:
+    """``summary`` from user ID -> membership (``storage.timeline.get_member_list``)."""
+    joined = sorted(u for u, m in members.items() if m == "join")
+    invited = sorted(u for u, m in members.items() if m == "invite")
     heroes = [u for u in joined + invited if u != user_id][:5]
     return {"m.heroes": heroes, "m.joined_member_count": len(joined), "m.invited_member_count": len(invited)}
 
@@ -226,6 +227,7 @@ def _timeline_window(
     upto: int,
     limit: int,
     membership: str,
+    joined_at: int | None = None,
 ) -> tuple[list[StoredEvent], bool, str]:
     """The latest ``limit`` events in ``(after, upto]`` that the user may see and the
     timeline filter allows, ``limited`` (more such events exist, or the walk hit
@@ -239,7 +241,17 @@ def _timeline_window(
     while True:
         batch = timeline.get_timeline(conn, room_id, after=after, upto=cursor, limit=batch_size)
         scanned += len(batch)
-        visible = timeline.filter_visible_events(conn, user_id, batch, membership)
+        if joined_at is not None:
+            # Fast path: an event after the user's current join event was sent while
+            # they were joined (membership at the event: join), so it is visible
+            # whatever the history visibility; only older events need the lookups.
+            # (Holds for a linear DAG; forked federation branches go the long way
+            # once they exist — the federation issue must revisit this.)
+            older = [e for e in batch if e.stream_ordering <= joined_at]
+            visible = timeline.filter_visible_events(conn, user_id, older, membership) if older else []
+            visible += [e for e in batch if e.stream_ordering > joined_at]
+        else:
+            visible = timeline.filter_visible_events(conn, user_id, batch, membership)
         picked[:0] = [e for e in visible if event_allowed(tfilter, e.json, room_id=room_id)]
         if len(picked) > limit:
             picked = picked[-limit:]
@@ -255,7 +267,7 @@ def _timeline_window(
 
 def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
     from api.client.ephemeral import CURRENTLY_ACTIVE_MS
-    from api.client.notifications import unread_counts
+    from api.client.notifications import SyncPushRules, unread_counts
 
     upto = timeline.max_stream_ordering(conn)
     misc_upto = current_stream_id(conn)
@@ -268,6 +280,7 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
     lazy = bool(room_filter.state.lazy_load_members)
     state_field = "state_after" if req.use_state_after else "state"
     memberships = timeline.get_memberships(conn, req.user_id)
+    push = SyncPushRules(conn, req.user_id)
     changed = set() if initial else timeline.get_membership_changes(conn, req.user_id, since_ev, upto)
     forgotten = _forgotten(conn, req.user_id)
     versions = _room_versions(conn, list(memberships))
@@ -288,6 +301,11 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
                 room_account.setdefault(room_id, []).append({"type": type_, "content": content})
         elif event_allowed(f.account_data, {"type": type_}):
             global_account.append({"type": type_, "content": content})
+    if initial and not any(e["type"] == "m.push_rules" for e in global_account) and \
+            event_allowed(f.account_data, {"type": "m.push_rules"}):
+        # Clients read their push rules from account data (Synapse always sends
+        # them on an initial sync); a user who never changed one has no stored row.
+        global_account.append({"type": "m.push_rules", "content": push.rules})
     if f.account_data.limit is not None:
         global_account = global_account[: f.account_data.limit]
 
@@ -305,7 +323,7 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
             after = 0 if fresh and initial else since_ev
             visible, limited, prev = _timeline_window(
                 conn, req.user_id, room_id, room_filter.timeline, after=after, upto=upto, limit=limit,
-                membership="join",
+                membership="join", joined_at=memberships[room_id].stream_ordering,
             )
             timeline_ids = {e.event_id for e in visible}
             current: dict[tuple[str, str], str] | None = None
@@ -321,7 +339,7 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
                 # State at the START of the timeline: what the timeline does not carry.
                 wanted = {k: v for k, v in state_ids.items() if v not in timeline_ids}
             if fresh or any(k[0] == "m.room.member" for k in state_ids):
-                section["summary"] = _summary(timeline.get_room_members(conn, room_id), req.user_id)
+                section["summary"] = _summary(timeline.get_member_list(conn, room_id), req.user_id)
             if lazy:
                 # Members of the timeline's senders, the user and the heroes only
                 # (sync.yaml: heroes' member events "MUST be included in the state").
@@ -357,7 +375,8 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
             section.setdefault("ephemeral", {"events": []})
             section.setdefault("account_data", {"events": []})
             counts = unread_counts(conn, req.user_id, room_id, versions.get(room_id, "1"),
-                                   membership_position=memberships[room_id].stream_ordering)
+                                   membership_position=memberships[room_id].stream_ordering,
+                                   member_event=memberships[room_id].event, upto=upto, push=push)
             section["unread_notifications"] = counts
             join[room_id] = section
     for room_id, m in memberships.items():
@@ -397,12 +416,11 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
     if global_account:
         body["account_data"] = {"events": global_account}
     # Presence of users sharing a joined room.
-    if joined_ids:
-        peers = set()
-        for room_id in joined_ids:
-            peers.update(u for u, e in timeline.get_room_members(conn, room_id).items()
-                         if e.get("content", {}).get("membership") == "join")
-        pres = userdata.get_presence_since(conn, sorted(peers), since_misc, misc_upto)
+    # Presence changes first (usually none), then which of those users share a room.
+    changes = userdata.get_presence_changes(conn, since_misc, misc_upto) if joined_ids else []
+    if changes:
+        peers = timeline.get_rooms_shared_with(conn, [p["user_id"] for p in changes], joined_ids)
+        pres = [p for p in changes if p["user_id"] in peers]
         events = [
             {"type": "m.presence", "sender": p["user_id"],
              "content": {k: v for k, v in {"presence": p["presence"], "status_msg": p["status_msg"],

@@ -466,3 +466,34 @@ async def test_default_room_version_is_12(app: QuartTrio, alice: Api) -> None:
     room = await alice.create_room()
     state = await current_state(alice, room)
     assert state[("m.room.create", "")]["content"]["room_version"] == "12"
+
+
+async def test_concurrent_create_room_in_one_millisecond_gives_distinct_rooms(tmp_path: Path) -> None:
+    """Regression (bench/client_api.py, issue 4): v12 room IDs hash the create event,
+    so two createRoom calls by one user in the same millisecond collided (the second
+    got M_ROOM_IN_USE). A frozen clock makes every call land in one millisecond."""
+    import trio
+
+    from roomactors.clock import ManualClock
+
+    async with open_homeserver(make_settings(tmp_path), clock=ManualClock(step_ms=0)) as deps:
+        app = create_app(deps)
+        alice = await register(app, "alice")
+        replies: list[Any] = []
+
+        async def create(i: int) -> None:
+            replies.append(await alice.post("/createRoom", {"name": f"room {i}"}))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(12):
+                nursery.start_soon(create, i)
+    assert [r.status for r in replies] == [200] * 12, [r.body for r in replies]
+    assert len({r.body["room_id"] for r in replies}) == 12
+
+
+async def test_initial_sync_carries_default_push_rules(alice: Api) -> None:
+    sync = await alice.sync()
+    rules = [e for e in sync["account_data"]["events"] if e["type"] == "m.push_rules"]
+    assert len(rules) == 1
+    override_ids = [r["rule_id"] for r in rules[0]["content"]["global"]["override"]]
+    assert override_ids[0] == ".m.rule.master"
