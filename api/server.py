@@ -31,6 +31,7 @@ port is taken) the error propagates and cancels the rest.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -49,9 +50,19 @@ __all__ = ["hypercorn_config", "serve"]
 log = logging.getLogger(__name__)
 
 
-def hypercorn_config(http: HttpSettings) -> Config:
-    """The hypercorn ``Config`` for the client listener described by ``[http]``."""
+def hypercorn_config(http: HttpSettings, *, read_timeout_s: int | None = None) -> Config:
+    """The hypercorn ``Config`` for the client listener described by ``[http]``.
+
+    ``read_timeout_s``: hypercorn's trio worker reads every connection under this
+    timeout *while a request is in flight too* (it watches for disconnects), so a
+    silent client is cut after it. ``serve`` sets it just above the longest /sync
+    long poll (``[sync] max_timeout_ms`` + 30 s): long polls are never cut, and a
+    connection that sent half a request and went quiet is closed within minutes
+    rather than held forever. Idle keep-alive connections are closed after
+    hypercorn's ``keep_alive_timeout`` (5 s) as before.
+    """
     config = Config()
+    config.read_timeout = read_timeout_s
     config.bind = list(http.client_bind)
     config.graceful_timeout = http.graceful_timeout_s
     config.alpn_protocols = hypercorn_guard.hypercorn_alpn()
@@ -74,7 +85,7 @@ async def serve(
     """
     settings.database.path.parent.mkdir(parents=True, exist_ok=True)
     hypercorn_guard.install()
-    config = hypercorn_config(settings.http)
+    config = hypercorn_config(settings.http, read_timeout_s=math.ceil(settings.sync.max_timeout_ms / 1000) + 30)
     stop = trio.Event()
 
     async with open_homeserver(settings, clock=clock) as deps, trio.open_nursery() as nursery:

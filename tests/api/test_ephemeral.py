@@ -10,7 +10,7 @@ import pytest
 import trio
 from quart_trio import QuartTrio
 
-from tests.api.test_accounts import Api, make_settings, register
+from tests.helpers.client import Api, make_settings, register
 
 
 @pytest.fixture

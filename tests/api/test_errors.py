@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 from api.app import create_app
 from api.services import open_homeserver
 from roomactors.clock import ManualClock
-from tests.api.test_accounts import PASSWORD, Api, Reply, make_settings, register
+from tests.helpers.client import PASSWORD, Api, Reply, make_settings, register
 
 UNRECOGNIZED = {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}
 

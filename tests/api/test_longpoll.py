@@ -26,7 +26,7 @@ from api.app import create_app
 from api.deps import Deps
 from api.server import hypercorn_config
 from api.services import open_homeserver
-from tests.api.test_accounts import PASSWORD, make_settings
+from tests.helpers.client import PASSWORD, make_settings
 
 CS = "/_matrix/client/v3"
 

@@ -14,7 +14,7 @@ from api.app import create_app
 from api.services import open_homeserver
 from roomactors.protocol.room_versions import KNOWN_ROOM_VERSIONS
 from storage import timeline
-from tests.api.test_accounts import Api, make_settings, register, room_events
+from tests.helpers.client import Api, make_settings, register, room_events
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from quart_trio import QuartTrio
 
 from storage import userdata
-from tests.api.test_accounts import Api, make_settings, register
+from tests.helpers.client import Api, make_settings, register
 
 
 @pytest.fixture
