@@ -351,9 +351,9 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
                     # The client may never have been sent these senders' member events
                     # (no per-device record of what was sent; redundancy is allowed:
                     # "Lazy-loading room members").
-                    current = timeline.get_current_state_ids(conn, room_id)
                     for user in senders:
-                        event_id = current.get(("m.room.member", user))
+                        # One primary-key probe per sender, not the whole state.
+                        event_id = timeline.get_current_state_event_id(conn, room_id, "m.room.member", user)
                         if event_id and (req.use_state_after or event_id not in timeline_ids):
                             wanted.setdefault(("m.room.member", user), event_id)
             state_events = list(get_events(conn, wanted.values()).values())
