@@ -47,6 +47,8 @@ class Deps:
     #: process: lets /sync skip the presence read when nothing changed.
     #: Invalidation: note_presence updates it with every write it makes.
     presence_seen: dict[str, tuple[str, str | None, int]] = field(default_factory=dict)
+    #: Outstanding shared-secret registration nonces -> issue time (s); per server.
+    admin_nonces: dict[str, float] = field(default_factory=dict)
 
 
 def deps() -> Deps:

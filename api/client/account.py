@@ -61,7 +61,6 @@ blueprint = Blueprint("account", __name__)
 _LOCALPART = re.compile(r"[a-z0-9._=\-/+]+\Z")
 _DEVICE_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _NONCE_LIFETIME_S = 60.0
-_nonces: dict[str, float] = {}
 
 
 def _route(rule: str, methods: list[str]):
@@ -341,10 +340,10 @@ async def admin_register_nonce():
     if not d.settings.registration.shared_secret:
         raise MatrixError("M_FORBIDDEN", 400, "shared-secret registration is not enabled")
     now = d.clock.time_ms() / 1000
-    for n in [n for n, t in _nonces.items() if now - t > _NONCE_LIFETIME_S]:
-        del _nonces[n]
+    for n in [n for n, t in d.admin_nonces.items() if now - t > _NONCE_LIFETIME_S]:
+        del d.admin_nonces[n]
     nonce = secrets.token_hex(32)
-    _nonces[nonce] = now
+    d.admin_nonces[nonce] = now
     return json_response({"nonce": nonce})
 
 
@@ -362,7 +361,7 @@ async def admin_register():
     mac = get_str(body, "mac")
     displayname = get_str(body, "displayname", None)
     user_type = get_str(body, "user_type", None)
-    if _nonces.pop(nonce, None) is None:
+    if d.admin_nonces.pop(nonce, None) is None:
         raise MatrixError("M_UNKNOWN", 400, "unrecognised nonce")
     if not verify_registration_mac(secret, nonce, username, password, admin, mac, user_type=user_type):
         raise MatrixError("M_FORBIDDEN", 403, "HMAC incorrect")
