@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import FrozenInstanceError
 from typing import Any
 
@@ -107,14 +107,11 @@ def _text(value: str) -> sa.ColumnElement[str]:
 
 
 _CHUNK = 500  # values per IN (...) list, far below SQLite's variable limit
-_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, _CHUNK)
 
 
 def _bucket(n: int) -> int:
-    for size in _BUCKETS:
-        if n <= size:
-            return size
-    raise ValueError(n)  # pragma: no cover - chunks are at most _CHUNK
+    """The bucket size for a chunk of ``n`` (1 ≤ n ≤ _CHUNK) values: a power of two, or _CHUNK."""
+    return min(1 << (n - 1).bit_length(), _CHUNK)
 
 
 class _InQuery:
@@ -139,20 +136,27 @@ class _InQuery:
             found = self._rendered[sizes] = (sql, tuple(names))
         return found
 
-    def rows(self, raw: sqlite3.Connection, lists: tuple[list[Any], ...], params: Mapping[str, Any] = {}) -> Iterator[Any]:
-        """Rows for every combination of chunks of ``lists`` (in ``self._lists``
-        order). With one list (or one chunk of each) a row appears once; across
-        chunks, a query whose rows could match two chunks yields them twice."""
+    def rows(self, raw: sqlite3.Connection, lists: tuple[list[Any], ...], params: Mapping[str, Any] = {}) -> list[Any]:
+        """Rows for every combination of chunks of ``lists`` (non-empty, in
+        ``self._lists`` order). With one chunk of each list, the statement's own
+        rows in its own order; across chunks, the chunks' rows one after the other
+        (a row matching two chunks would appear twice)."""
+        if len(lists) == 1 and len(lists[0]) <= _CHUNK:  # the usual case
+            return raw.execute(*self._bound((lists[0],), params)).fetchall()
         chunked = [[values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)] for values in lists]
+        out: list[Any] = []
         for chunks in itertools.product(*chunked):
-            sizes = tuple(_bucket(len(c)) for c in chunks)
-            sql, names = self._render(sizes)
-            bound = dict(params)
-            for these, chunk in zip(names, chunks):
-                bound.update(zip(these, chunk))
-                for name in these[len(chunk) :]:
-                    bound[name] = chunk[-1]
-            yield from raw.execute(sql, bound).fetchall()
+            out += raw.execute(*self._bound(chunks, params)).fetchall()
+        return out
+
+    def _bound(self, chunks: tuple[list[Any], ...], params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        sql, names = self._render(tuple(_bucket(len(c)) for c in chunks))
+        bound = dict(params)
+        for these, chunk in zip(names, chunks):
+            bound.update(zip(these, chunk))
+            for name in these[len(chunk) :]:
+                bound[name] = chunk[-1]  # padding: a repeated value changes no IN
+        return sql, bound
 
 
 def _stored(row: tuple[Any, ...]) -> StoredEvent:
@@ -257,6 +261,24 @@ class Membership:
         return (Membership, (self.room_id, self.membership, self.event_id, self.stream_ordering, self.event))
 
 
+_new_membership = object.__new__
+_SET_MEMBERSHIP_SLOTS = tuple(Membership.__dict__[name].__set__ for name in Membership.__slots__)
+
+
+def _membership_from_text(room_id: str, membership: str, event_id: str, stream_ordering: int, text: str) -> Membership:
+    """``Membership(…, event_json=text)`` without ``__init__``'s checks (a reader of
+    every membership of a user builds one per room)."""
+    m = _new_membership(Membership)
+    set_room_id, set_membership, set_event_id, set_stream_ordering, set_event, set_event_json = _SET_MEMBERSHIP_SLOTS
+    set_room_id(m, room_id)
+    set_membership(m, membership)
+    set_event_id(m, event_id)
+    set_stream_ordering(m, stream_ordering)
+    set_event(m, None)
+    set_event_json(m, text)
+    return m
+
+
 _MAX_ORDERING = _compile(sa.select(sa.func.max(events.c.stream_ordering)))
 
 
@@ -291,7 +313,7 @@ def _membership_rows(rows: Iterable[Any]) -> list[Membership]:
     for room_id, event_id, stream_ordering, value, text in rows:
         membership = _membership_value(value, text)
         if membership is not None:
-            out.append(Membership(room_id, membership, event_id, stream_ordering, event_json=text))
+            out.append(_membership_from_text(room_id, membership, event_id, stream_ordering, text))
     return out
 
 
@@ -389,7 +411,7 @@ _SELECT_ROOMS_IN_RANGE = _compile(
 def rooms_with_events_since(conn: sa.Connection, room_ids: Iterable[str], since: int, upto: int) -> set[str]:
     """The rooms among ``room_ids`` with an event in ``(since, upto]``.
 
-    Stream orderings are dense, so ``upto - since`` bounds the events in the range:
+    At most ``upto - since`` events lie in the range (orderings are distinct integers):
     when that is small against the number of rooms (a long poll: a few new events)
     the range is read by primary key; otherwise each room is one index probe
     (``EXISTS`` on ``events_room_stream``), whatever its number of events."""
@@ -511,7 +533,7 @@ def get_redactions(conn: sa.Connection, event_ids: Iterable[str]) -> dict[str, S
     if not wanted:
         return {}
     raw = _raw(conn)
-    pairs = list(_SELECT_REDACTIONS.rows(raw, (wanted,)))
+    pairs = _SELECT_REDACTIONS.rows(raw, (wanted,))
     if not pairs:
         return {}
     found = _get_events(raw, [e for _, e in pairs])
@@ -879,4 +901,30 @@ def get_power_state(conn: sa.Connection, room_id: str) -> tuple[dict[str, Any] |
     return found.get("m.room.power_levels"), found.get("m.room.create")
 
 
-__all__ += ["get_member_list", "count_joined_members", "get_rooms_shared_with", "get_power_state"]
+_ROWID = sa.literal_column("current_state_deltas.rowid", sa.Integer)
+_STATE_VERSION = _compile(
+    sa.select(_d.c.stream_ordering, _ROWID)
+    .where(_d.c.room_id == sa.bindparam("room_id"))
+    .order_by(_d.c.stream_ordering.desc(), _ROWID.desc()),
+    "room_id",
+) + "\n LIMIT 1"
+
+
+def get_current_state_version(conn: sa.Connection, room_id: str) -> tuple[int, int] | None:
+    """A value that changes whenever the room's current state changes: the
+    ``(stream_ordering, rowid)`` of its newest ``current_state_deltas`` row (one
+    probe at the end of ``current_state_deltas_room``, whose entries end in the
+    rowid). ``checkpoint`` writes a row there with every current-state upsert or
+    delete, at a stream ordering that never decreases within a room, and no row is
+    ever deleted, so a later state has a greater version. ``None``: no change recorded."""
+    row = _raw(conn).execute(_STATE_VERSION, {"room_id": room_id}).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+__all__ += [
+    "get_member_list",
+    "count_joined_members",
+    "get_rooms_shared_with",
+    "get_power_state",
+    "get_current_state_version",
+]

@@ -8,6 +8,10 @@ position from the shared ``misc`` counter (``accounts.next_stream_id``) in the
 same transaction and stores it on the row, so "what changed since token X" is a
 range query on ``stream_id``. Rows are upserted (latest value wins), which is what
 the spec's account data, receipts and presence semantics want.
+
+The reads on the /sync path are compiled once at import and run on the sqlite3
+connection under the caller's transaction, as ``storage.timeline`` does (see its
+"Compiled reads"; the helpers are shared from there).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import orjson
 import sqlalchemy as sa
 
 from .accounts import next_stream_id
-from .schema import account_data, filters, presence, push_rules, receipts
+from .schema import account_data, events, filters, presence, push_rules, receipts
+from .timeline import _compile, _InQuery, _raw, _text
 
 __all__ = [
     "set_account_data",
@@ -29,6 +34,7 @@ __all__ = [
     "set_receipt",
     "get_receipts_since",
     "get_receipt",
+    "get_read_position",
     "get_push_rules_doc",
     "get_push_rules_version",
     "set_push_rules_doc",
@@ -69,14 +75,24 @@ def get_account_data(conn: sa.Connection, user_id: str, room_id: str, type: str)
     return None if text is None else orjson.loads(text)
 
 
+_ACCOUNT_DATA_SINCE = _compile(
+    sa.select(account_data.c.room_id, account_data.c.type, account_data.c.content).where(
+        account_data.c.user_id == sa.bindparam("user_id"),
+        account_data.c.stream_id > sa.bindparam("since"),
+        account_data.c.stream_id <= sa.bindparam("upto"),
+    ),
+    "user_id",
+    "since",
+    "upto",
+)
+
+
 def get_account_data_since(
     conn: sa.Connection, user_id: str, since: int, upto: int
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """(room_id, type, content) changed in ``(since, upto]`` (room_id "" = global)."""
-    query = sa.select(account_data.c.room_id, account_data.c.type, account_data.c.content).where(
-        account_data.c.user_id == user_id, account_data.c.stream_id > since, account_data.c.stream_id <= upto
-    )
-    return [(r, t, orjson.loads(c)) for r, t, c in conn.execute(query)]
+    rows = _raw(conn).execute(_ACCOUNT_DATA_SINCE, {"user_id": user_id, "since": since, "upto": upto})
+    return [(r, t, orjson.loads(c)) for r, t, c in rows]
 
 
 # ------------------------------------------------------------------------- filters
@@ -89,11 +105,18 @@ def add_filter(conn: sa.Connection, user_id: str, filter_json: dict[str, Any]) -
     return filter_id
 
 
+_SELECT_FILTER = _compile(
+    sa.select(filters.c.json).where(
+        filters.c.user_id == sa.bindparam("user_id"), filters.c.filter_id == sa.bindparam("filter_id")
+    ),
+    "user_id",
+    "filter_id",
+)
+
+
 def get_filter(conn: sa.Connection, user_id: str, filter_id: int) -> dict[str, Any] | None:
-    text = conn.execute(
-        sa.select(filters.c.json).where(filters.c.user_id == user_id, filters.c.filter_id == filter_id)
-    ).scalar()
-    return None if text is None else orjson.loads(text)
+    row = _raw(conn).execute(_SELECT_FILTER, {"user_id": user_id, "filter_id": filter_id}).fetchone()
+    return None if row is None else orjson.loads(row[0])
 
 
 # ------------------------------------------------------------------------ receipts
@@ -119,29 +142,95 @@ def set_receipt(
     return pos
 
 
+_RECEIPTS_OF_TYPES = _InQuery(
+    sa.select(receipts.c.event_id, receipts.c.stream_id).where(
+        receipts.c.room_id == sa.bindparam("room_id"),
+        receipts.c.user_id == sa.bindparam("user_id"),
+        receipts.c.receipt_type.in_(sa.bindparam("types", expanding=True)),
+    ),
+    ("types",),
+    ("room_id", "user_id"),
+)
+
+
 def get_receipt(conn: sa.Connection, room_id: str, user_id: str, receipt_types: tuple[str, ...]) -> str | None:
     """The event ID of the user's newest receipt of those types (any thread)."""
-    return conn.execute(
-        sa.select(receipts.c.event_id)
-        .where(receipts.c.room_id == room_id, receipts.c.user_id == user_id, receipts.c.receipt_type.in_(receipt_types))
-        .order_by(receipts.c.stream_id.desc())
-        .limit(1)
-    ).scalar()
+    types = list(dict.fromkeys(receipt_types))
+    if not types:
+        return None
+    rows = _RECEIPTS_OF_TYPES.rows(_raw(conn), (types,), {"room_id": room_id, "user_id": user_id})
+    return max(rows, key=lambda r: r[1])[0] if rows else None
+
+
+_READ_POSITION = _compile(
+    sa.select(
+        receipts.c.event_id,
+        sa.select(events.c.stream_ordering).where(events.c.event_id == receipts.c.event_id).scalar_subquery(),
+    )
+    .where(
+        receipts.c.room_id == sa.bindparam("room_id"),
+        receipts.c.user_id == sa.bindparam("user_id"),
+        receipts.c.receipt_type.in_([_text("m.read"), _text("m.read.private")]),
+    )
+    .order_by(receipts.c.stream_id.desc()),
+    "room_id",
+    "user_id",
+) + "\n LIMIT 1"
+
+
+def get_read_position(conn: sa.Connection, room_id: str, user_id: str) -> tuple[str | None, int | None]:
+    """The user's newest ``m.read``/``m.read.private`` receipt in the room (any thread)
+    and its event's stream ordering, in one query: ``(get_receipt(…, ("m.read",
+    "m.read.private")), that event's stream_ordering)``; ``(None, None)`` without a
+    receipt, ``(event_id, None)`` if its event is not stored."""
+    row = _raw(conn).execute(_READ_POSITION, {"room_id": room_id, "user_id": user_id}).fetchone()
+    return (None, None) if row is None else (row[0], row[1])
+
+
+_RECEIPT_COLUMNS = (
+    receipts.c.room_id, receipts.c.receipt_type, receipts.c.user_id, receipts.c.thread_id,
+    receipts.c.event_id, receipts.c.ts,
+)
+_RECEIPTS_SINCE = _InQuery(
+    sa.select(*_RECEIPT_COLUMNS).where(
+        receipts.c.room_id.in_(sa.bindparam("room_ids", expanding=True)),
+        receipts.c.stream_id > sa.bindparam("since"),
+        receipts.c.stream_id <= sa.bindparam("upto"),
+    ),
+    ("room_ids",),
+    ("since", "upto"),
+)
+_RECEIPTS_IN_RANGE = _compile(  # receipts_stream
+    sa.select(*_RECEIPT_COLUMNS).where(
+        receipts.c.stream_id > sa.bindparam("since"), receipts.c.stream_id <= sa.bindparam("upto")
+    ),
+    "since",
+    "upto",
+)
 
 
 def get_receipts_since(
     conn: sa.Connection, room_ids: list[str], since: int, upto: int, *, viewer: str
 ) -> dict[str, dict[str, Any]]:
     """room_id -> ``m.receipt`` content of the receipts changed in ``(since, upto]``.
-    Private receipts (``m.read.private``) are only shown to their owner."""
-    if not room_ids:
-        return {}
-    query = sa.select(
-        receipts.c.room_id, receipts.c.receipt_type, receipts.c.user_id, receipts.c.thread_id,
-        receipts.c.event_id, receipts.c.ts,
-    ).where(receipts.c.room_id.in_(room_ids), receipts.c.stream_id > since, receipts.c.stream_id <= upto)
+    Private receipts (``m.read.private``) are only shown to their owner.
+
+    At most ``upto - since`` rows lie in the range (each write takes its own
+    position): a short range (a long poll) is read through ``receipts_stream`` and kept
+    for ``room_ids``; a long one per room by primary key. Either way rows are
+    applied in primary-key order (a user's receipts of one type in two threads on
+    the same event: the last thread's wins, as before)."""
+    if not room_ids or since >= upto:
+        return {}  # (an empty range: no query)
+    raw = _raw(conn)
+    if upto - since <= 4 * len(room_ids) + 32:
+        wanted = set(room_ids)
+        rows: Any = [r for r in raw.execute(_RECEIPTS_IN_RANGE, {"since": since, "upto": upto}) if r[0] in wanted]
+        rows.sort(key=lambda r: r[:4])  # primary-key order, as the per-room read returns them
+    else:
+        rows = _RECEIPTS_SINCE.rows(raw, (list(dict.fromkeys(room_ids)),), {"since": since, "upto": upto})
     out: dict[str, dict[str, Any]] = {}
-    for room_id, rtype, user_id, thread_id, event_id, ts in conn.execute(query):
+    for room_id, rtype, user_id, thread_id, event_id, ts in rows:
         if rtype == "m.read.private" and user_id != viewer:
             continue
         data: dict[str, Any] = {"ts": ts}
@@ -154,9 +243,14 @@ def get_receipts_since(
 # ---------------------------------------------------------------------- push rules
 
 
+_SELECT_PUSH_RULES = _compile(
+    sa.select(push_rules.c.doc).where(push_rules.c.user_id == sa.bindparam("user_id")), "user_id"
+)
+
+
 def get_push_rules_doc(conn: sa.Connection, user_id: str) -> dict[str, Any] | None:
-    text = conn.execute(sa.select(push_rules.c.doc).where(push_rules.c.user_id == user_id)).scalar()
-    return None if text is None else orjson.loads(text)
+    row = _raw(conn).execute(_SELECT_PUSH_RULES, {"user_id": user_id}).fetchone()
+    return None if row is None else orjson.loads(row[0])
 
 
 def set_push_rules_doc(conn: sa.Connection, user_id: str, doc: dict[str, Any]) -> int:
@@ -197,16 +291,32 @@ def get_presence_since(conn: sa.Connection, user_ids: list[str], since: int, upt
     ]
 
 
+_PUSH_RULES_VERSION = _compile(
+    sa.select(push_rules.c.stream_id).where(push_rules.c.user_id == sa.bindparam("user_id")), "user_id"
+)
+
+
 def get_push_rules_version(conn: sa.Connection, user_id: str) -> int:
     """The stream position of the user's last push-rule change (0: never changed)."""
-    value = conn.execute(sa.select(push_rules.c.stream_id).where(push_rules.c.user_id == user_id)).scalar()
-    return int(value or 0)
+    row = _raw(conn).execute(_PUSH_RULES_VERSION, {"user_id": user_id}).fetchone()
+    return int(row[0] or 0) if row is not None else 0
+
+
+_PRESENCE_CHANGES = _compile(
+    sa.select(presence.c.user_id, presence.c.presence, presence.c.status_msg, presence.c.last_active_ts).where(
+        presence.c.stream_id > sa.bindparam("since"), presence.c.stream_id <= sa.bindparam("upto")
+    ),
+    "since",
+    "upto",
+)
 
 
 def get_presence_changes(conn: sa.Connection, since: int, upto: int) -> list[dict[str, Any]]:
     """Every presence row changed in ``(since, upto]`` (the caller keeps its peers')."""
-    query = sa.select(presence).where(presence.c.stream_id > since, presence.c.stream_id <= upto)
+    if since >= upto:
+        return []  # an empty range: no query
+    rows = _raw(conn).execute(_PRESENCE_CHANGES, {"since": since, "upto": upto})
     return [
-        {"user_id": r.user_id, "presence": r.presence, "status_msg": r.status_msg, "last_active_ts": r.last_active_ts}
-        for r in conn.execute(query)
+        {"user_id": u, "presence": p, "status_msg": m, "last_active_ts": ts}
+        for u, p, m, ts in rows
     ]

@@ -22,13 +22,20 @@ every entry is validated against committed data read in the same transaction,
 and readers in two threads at once at worst both compute the same value.
 
 The inputs that are the same for every room — the user's ruleset — are built
-once per sync (:class:`SyncPushRules`); per room only the power levels, the
-create event and the joined-member count are read, and only if some event needs
-evaluating.
+once per sync (:class:`SyncPushRules`). Per room, the user's newest read receipt
+and its event's stream ordering are one query (``userdata.get_read_position``).
+The power levels, the create event and the joined-member count are needed only
+if some event needs evaluating, and come from a second bounded per-room cache
+keyed by the room's current-state version (``timeline.get_current_state_version``;
+see ``_room_inputs`` for the invalidation), so a busy room costs one index probe
+per sync instead of two joins over its member rows.
+
+Both caches are shared by the reader threads: every access holds ``_lock``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -39,12 +46,12 @@ from roomactors.protocol.auth import get_power_level
 from roomactors.protocol.push_rules import PushContext, empty_user_doc, notification_for, ruleset
 from roomactors.protocol.room_versions import get_rules
 from storage import timeline, userdata
-from storage.schema import events
 
 __all__ = ["MAX_COUNTED", "SyncPushRules", "unread_counts"]
 
 MAX_COUNTED = 100
 _CACHE_SIZE = 20_000
+_ROOM_CACHE_SIZE = 4_096
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,20 @@ class _Entry:
 
 
 _cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+
+@dataclass(frozen=True, slots=True)
+class _RoomInputs:
+    """A room's push-rule inputs (shared: read-only) at one current-state version."""
+
+    version: tuple[int, int] | None
+    power_levels: dict[str, Any] | None  # the m.room.power_levels event
+    create: dict[str, Any] | None  # the m.room.create event
+    joined: int
+
+
+_room_cache: OrderedDict[str, _RoomInputs] = OrderedDict()
+_lock = threading.Lock()  # guards _cache and _room_cache (reader threads share them)
 
 
 class SyncPushRules:
@@ -76,10 +97,40 @@ class SyncPushRules:
 
 
 def _put(key: tuple[str, str], entry: _Entry) -> None:
-    _cache[key] = entry
-    _cache.move_to_end(key)
-    while len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
+    with _lock:
+        _cache[key] = entry
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def _room_inputs(conn: sa.Connection, room_id: str) -> _RoomInputs:
+    """The room's power levels, create event and joined-member count, cached.
+
+    Invalidation: an entry is used only while the room's current-state version
+    (``timeline.get_current_state_version``: the ``(stream_ordering, rowid)`` of
+    its newest ``current_state_deltas`` row) is the one it was read at. All three
+    values are functions of the current state: the events it names (stored JSON is
+    never rewritten, a redaction is a row of its own) and the memberships in them.
+    Every current-state change is written by ``checkpoint`` with a new
+    ``current_state_deltas`` row, whose version is greater than any before it, so a
+    changed state never matches an old entry. The version is read in the caller's
+    transaction, so an entry is right for that snapshot whichever reader stored it.
+    """
+    version = timeline.get_current_state_version(conn, room_id)
+    with _lock:
+        cached = _room_cache.get(room_id)
+        if cached is not None and cached.version == version:
+            _room_cache.move_to_end(room_id)
+            return cached
+    power_levels, create = timeline.get_power_state(conn, room_id)
+    entry = _RoomInputs(version, power_levels, create, timeline.count_joined_members(conn, room_id))
+    with _lock:
+        _room_cache[room_id] = entry
+        _room_cache.move_to_end(room_id)
+        while len(_room_cache) > _ROOM_CACHE_SIZE:
+            _room_cache.popitem(last=False)
+    return entry
 
 
 def unread_counts(
@@ -94,14 +145,14 @@ def unread_counts(
     push: SyncPushRules,
 ) -> dict[str, int]:
     """The room's ``unread_notifications`` for ``user_id`` as of stream ``upto``."""
-    receipt = userdata.get_receipt(conn, room_id, user_id, ("m.read", "m.read.private"))
+    receipt, pos = userdata.get_read_position(conn, room_id, user_id)
     after = membership_position
     if receipt is not None:
-        pos = conn.execute(sa.select(events.c.stream_ordering).where(events.c.event_id == receipt)).scalar()
         after = pos or 0
     inputs = (receipt, membership_position, push.version)
     key = (user_id, room_id)
-    cached = _cache.get(key)
+    with _lock:
+        cached = _cache.get(key)
     notify = highlight = 0
     start = after
     if cached is not None and cached.inputs == inputs and cached.upto <= upto:
@@ -118,8 +169,8 @@ def unread_counts(
         redacted = timeline.get_redactions(conn, [e.event_id for e in candidates])
         candidates = [e for e in candidates if e.event_id not in redacted]
     if candidates and notify < MAX_COUNTED:
-        pl_event, create_event = timeline.get_power_state(conn, room_id)
-        joined = timeline.count_joined_members(conn, room_id)
+        room = _room_inputs(conn, room_id)
+        pl_event, create_event, joined = room.power_levels, room.create, room.joined
         rules_v = get_rules(room_version)
         content = (member_event or {}).get("content")
         display = content.get("displayname") if isinstance(content, dict) else None
