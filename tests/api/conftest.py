@@ -53,3 +53,18 @@ async def live_server(nursery: trio.Nursery, settings: Settings):
     yield LiveServer(host=host, port=int(port))
     stop.set()
 
+
+
+@pytest.fixture
+async def alice(app: QuartTrio):
+    """A registered session (``tests.helpers.client.Api``) for @alice."""
+    from tests.helpers.client import register
+
+    return await register(app, "alice")
+
+
+@pytest.fixture
+async def bob(app: QuartTrio):
+    from tests.helpers.client import register
+
+    return await register(app, "bob")

@@ -19,17 +19,7 @@ from tests.helpers.client import Api, make_settings, register, room_events
 
 @pytest.fixture
 def settings(tmp_path: Path):
-    return make_settings(tmp_path)
-
-
-@pytest.fixture
-async def alice(app: QuartTrio) -> Api:
-    return await register(app, "alice")
-
-
-@pytest.fixture
-async def bob(app: QuartTrio) -> Api:
-    return await register(app, "bob")
+    return make_settings(tmp_path)  # rate limits off; `alice`/`bob` come from conftest
 
 
 async def current_state(api: Api, room_id: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -17,17 +17,7 @@ from tests.helpers.client import Api, make_settings, register
 
 @pytest.fixture
 def settings(tmp_path: Path):
-    return make_settings(tmp_path)
-
-
-@pytest.fixture
-async def alice(app: QuartTrio) -> Api:
-    return await register(app, "alice")
-
-
-@pytest.fixture
-async def bob(app: QuartTrio) -> Api:
-    return await register(app, "bob")
+    return make_settings(tmp_path)  # rate limits off; `alice`/`bob` come from conftest
 
 
 def joined(sync: dict[str, Any]) -> dict[str, Any]:
