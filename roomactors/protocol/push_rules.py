@@ -75,6 +75,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
+from roomactors.protocol.filters import split_field_path
+
 __all__ = [
     "KINDS",
     "DOC_VERSION",
@@ -622,29 +624,10 @@ _MISSING: Final = object()
 
 @lru_cache(maxsize=1024)
 def split_dotted_path(key: str) -> tuple[str, ...]:
-    """Split a dot-separated property path (appendices, "Dot-separated property paths").
-
-    ``\\.`` is a literal dot and ``\\\\`` a literal backslash inside a name; any other
-    backslash (including a trailing one) is kept literally ("Other escape sequences are
-    left as-is").
-    """
-    parts: list[str] = []
-    cur: list[str] = []
-    i, n = 0, len(key)
-    while i < n:
-        c = key[i]
-        if c == "\\" and i + 1 < n and key[i + 1] in ".\\":
-            cur.append(key[i + 1])
-            i += 2
-            continue
-        if c == ".":
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    parts.append("".join(cur))
-    return tuple(parts)
+    """Split a dot-separated property path (appendices, "Dot-separated property paths"):
+    the same grammar as filters' ``event_fields``, so one implementation serves both
+    (``roomactors.protocol.filters.split_field_path``)."""
+    return tuple(split_field_path(key))
 
 
 def _lookup(event: Mapping[str, Any], key: str) -> Any:
