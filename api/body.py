@@ -42,46 +42,38 @@ def _bad(field: str, what: str) -> MatrixError:
     return MatrixError("M_BAD_JSON", 400, f"{field!r} must be {what}")
 
 
-def get_str(body: dict[str, Any], field: str, default: Any = _MISSING) -> Any:
+def _typed(
+    body: dict[str, Any], field: str, default: Any, accepts: Any, what: str, *, null_is_absent: bool = False
+) -> Any:
+    """The one shape behind the getters: missing -> ``default`` (or 400
+    ``M_MISSING_PARAM`` without one), wrong type -> 400 ``M_BAD_JSON``."""
     value = body.get(field, _MISSING)
-    if value is _MISSING or (value is None and default is not _MISSING):
+    if value is _MISSING or (null_is_absent and value is None):
         if default is _MISSING:
             raise MatrixError("M_MISSING_PARAM", 400, f"missing {field!r}")
         return default
-    if not isinstance(value, str):
-        raise _bad(field, "a string")
+    if not accepts(value):
+        raise _bad(field, what)
     return value
+
+
+def get_str(body: dict[str, Any], field: str, default: Any = _MISSING) -> Any:
+    # JSON null counts as absent only where the caller has a default.
+    return _typed(body, field, default, lambda v: isinstance(v, str), "a string",
+                  null_is_absent=default is not _MISSING)
 
 
 def get_bool(body: dict[str, Any], field: str, default: bool) -> bool:
-    value = body.get(field)
-    if value is None:  # absent or JSON null: the default
-        return default
-    if not isinstance(value, bool):
-        raise _bad(field, "a boolean")
-    return value
+    # Absent or JSON null: the default.
+    return _typed(body, field, default, lambda v: isinstance(v, bool), "a boolean", null_is_absent=True)
 
 
 def get_int(body: dict[str, Any], field: str, default: Any = _MISSING) -> Any:
-    value = body.get(field, _MISSING)
-    if value is _MISSING:
-        if default is _MISSING:
-            raise MatrixError("M_MISSING_PARAM", 400, f"missing {field!r}")
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(field, "an integer")
-    return value
+    return _typed(body, field, default, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
 
 
 def get_obj(body: dict[str, Any], field: str, default: Any = _MISSING) -> Any:
-    value = body.get(field, _MISSING)
-    if value is _MISSING:
-        if default is _MISSING:
-            raise MatrixError("M_MISSING_PARAM", 400, f"missing {field!r}")
-        return default
-    if not isinstance(value, dict):
-        raise _bad(field, "an object")
-    return value
+    return _typed(body, field, default, lambda v: isinstance(v, dict), "an object")
 
 
 def query_int(name: str, default: int | None, *, minimum: int = 0, maximum: int | None = None) -> int | None:
