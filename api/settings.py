@@ -58,6 +58,8 @@ __all__ = [
     "Settings",
     "SettingsError",
     "SyncSettings",
+    "FederationSettings",
+    "DEFAULT_IP_RANGE_DENYLIST",
     "client_base_url",
     "load_settings",
     "parse_settings",
@@ -150,6 +152,34 @@ class SyncSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FederationSettings:
+    #: False: no federation listener and no outbound federation traffic.
+    enabled: bool
+    #: HTTPS listener addresses for the server-server API ("host:port").
+    bind: tuple[str, ...]
+    #: Plain-HTTP listener addresses for use behind a TLS-terminating reverse proxy.
+    plain_bind: tuple[str, ...]
+    #: PEM certificate chain and private key of the HTTPS listener.
+    tls_certificate_path: Path
+    tls_private_key_path: Path
+    #: Verify remote servers' TLS certificates (spec: "Server discovery"/TLS).
+    verify_certificates: bool
+    #: Outbound requests never connect to an address in these CIDR ranges ...
+    ip_range_denylist: tuple[str, ...]
+    #: ... unless it is also in one of these (e.g. loopback for local testing).
+    ip_range_allowlist: tuple[str, ...]
+    #: Notary servers asked for keys a server does not serve itself.
+    trusted_key_servers: tuple[str, ...]
+    #: How long our published signing key is declared valid (``valid_until_ts``).
+    key_validity_s: float
+    #: Timeout of one outbound federation request, in seconds.
+    request_timeout_s: float
+    #: Outbound backoff after a failed transaction: first wait, doubling to the cap.
+    backoff_initial_s: float
+    backoff_max_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     server: ServerSettings
     http: HttpSettings
@@ -159,7 +189,18 @@ class Settings:
     ratelimit: RateLimitSettings
     auth: AuthSettings
     sync: SyncSettings
+    federation: FederationSettings
 
+
+#: Outbound federation never connects here by default (Synapse's
+#: ``ip_range_blacklist`` defaults): loopback, private, link-local, CGNAT,
+#: multicast, documentation and reserved ranges.
+DEFAULT_IP_RANGE_DENYLIST: tuple[str, ...] = (
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "192.0.0.0/24", "169.254.0.0/16", "192.88.99.0/24", "198.18.0.0/15", "192.0.2.0/24",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "0.0.0.0/8", "240.0.0.0/4",
+    "::1/128", "::/128", "fe80::/10", "fc00::/7", "2001:db8::/32", "ff00::/8", "fec0::/10",
+)
 
 # The documented defaults; settings.toml at the repository root spells out the same
 # values with a comment per key, except its marked DEV OVERRIDEs
@@ -204,6 +245,21 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "sync": {
         "max_timeout_ms": 120000,
         "default_timeline_limit": 10,
+    },
+    "federation": {
+        "enabled": True,
+        "bind": ["127.0.0.1:8448"],
+        "plain_bind": [],
+        "tls_certificate_path": "data/federation.crt",
+        "tls_private_key_path": "data/federation.key",
+        "verify_certificates": True,
+        "ip_range_denylist": list(DEFAULT_IP_RANGE_DENYLIST),
+        "ip_range_allowlist": [],
+        "trusted_key_servers": ["matrix.org"],
+        "key_validity_s": 86400.0,
+        "request_timeout_s": 60.0,
+        "backoff_initial_s": 5.0,
+        "backoff_max_s": 3600.0,
     },
 }
 
@@ -322,6 +378,49 @@ def parse_settings(data: Mapping[str, Any], *, base_dir: Path) -> Settings:
                 get("sync", "default_timeline_limit"), "sync", "default_timeline_limit", minimum=1
             ),
         ),
+        federation=_federation_settings(get, base_dir),
+    )
+
+
+def _federation_settings(get: Any, base_dir: Path) -> FederationSettings:
+    def binds(key: str) -> tuple[str, ...]:
+        value = get("federation", key)
+        if not isinstance(value, list) or not all(isinstance(b, str) and _is_bind(b) for b in value):
+            raise SettingsError(f"[federation] {key} must be a list of \"host:port\" strings")
+        return tuple(value)
+
+    def networks(key: str) -> tuple[str, ...]:
+        value = get("federation", key)
+        if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+            raise SettingsError(f"[federation] {key} must be a list of CIDR strings")
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise SettingsError(f"[federation] {key} entry {net!r} is not an IP range") from None
+        return tuple(value)
+
+    servers = get("federation", "trusted_key_servers")
+    if not isinstance(servers, list) or not all(isinstance(n, str) and is_valid_server_name(n) for n in servers):
+        raise SettingsError("[federation] trusted_key_servers must be a list of server names")
+
+    def seconds(key: str) -> float:
+        return _number(get("federation", key), "federation", key, minimum=0, exclusive=True)
+
+    return FederationSettings(
+        enabled=_bool(get("federation", "enabled"), "federation", "enabled"),
+        bind=binds("bind"),
+        plain_bind=binds("plain_bind"),
+        tls_certificate_path=_path(get("federation", "tls_certificate_path"), "federation", "tls_certificate_path", base_dir),
+        tls_private_key_path=_path(get("federation", "tls_private_key_path"), "federation", "tls_private_key_path", base_dir),
+        verify_certificates=_bool(get("federation", "verify_certificates"), "federation", "verify_certificates"),
+        ip_range_denylist=networks("ip_range_denylist"),
+        ip_range_allowlist=networks("ip_range_allowlist"),
+        trusted_key_servers=tuple(servers),
+        key_validity_s=seconds("key_validity_s"),
+        request_timeout_s=seconds("request_timeout_s"),
+        backoff_initial_s=seconds("backoff_initial_s"),
+        backoff_max_s=seconds("backoff_max_s"),
     )
 
 

@@ -66,6 +66,10 @@ __all__ = [
     "forgotten_rooms",
     "current_state_deltas",
     "redactions",
+    "server_keys",
+    "received_transactions",
+    "inbound_staging",
+    "destinations",
 ]
 
 metadata = sa.MetaData()
@@ -391,6 +395,71 @@ redactions = sa.Table(
     sa.Column("event_id", sa.Text, primary_key=True),
     sa.Column("redacts", sa.Text, nullable=False),
     sa.Index("redactions_redacts", "redacts"),
+    sqlite_with_rowid=False,
+)
+
+# --- federation (migration 3) -----------------------------------------------------
+
+# Remote servers' verify keys, as fetched (directly or through a notary) and checked
+# (roomactors/keys). ``valid_until_ts`` bounds what the key may verify (room versions
+# with key validity enforcement); ``expired_ts`` is set for an ``old_verify_keys``
+# entry. ``response_json`` is the self-signed ``/_matrix/key/v2/server`` response the
+# key came from (what our notary endpoint serves back, with our signature added).
+server_keys = sa.Table(
+    "server_keys",
+    metadata,
+    sa.Column("server_name", sa.Text, primary_key=True),
+    sa.Column("key_id", sa.Text, primary_key=True),
+    sa.Column("verify_key", sa.Text, nullable=False),
+    sa.Column("valid_until_ts", sa.BigInteger, nullable=False),
+    sa.Column("expired_ts", sa.BigInteger, nullable=True),
+    sa.Column("fetched_ts", sa.BigInteger, nullable=False),
+    sa.Column("response_json", sa.Text, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Inbound /send transactions already answered: (origin, txnId) -> the response.
+# A retried transaction gets the same answer and is not processed again.
+received_transactions = sa.Table(
+    "received_transactions",
+    metadata,
+    sa.Column("origin", sa.Text, primary_key=True),
+    sa.Column("txn_id", sa.Text, primary_key=True),
+    sa.Column("response_json", sa.Text, nullable=False),
+    sa.Column("received_ts", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# The durable mailbox of inbound PDUs (server-server "Checks performed on receipt of
+# a PDU", steps 1-3 passed): written by /send before it answers, drained by the room
+# actor, which deletes a row in the checkpoint that stores its event. ``attempts``
+# counts unexpected failures; a row that keeps failing is ``poisoned`` and skipped.
+inbound_staging = sa.Table(
+    "inbound_staging",
+    metadata,
+    sa.Column("staging_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("room_id", sa.Text, nullable=False),
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("json", sa.Text, nullable=False),
+    sa.Column("received_ts", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("poisoned", sa.Boolean, nullable=False, server_default="0"),
+    sa.Index("inbound_staging_room", "room_id", "staging_id"),
+    sqlite_autoincrement=True,
+)
+
+# Outbound federation, one row per remote server (roomactors/sender): how far it has
+# acknowledged our events (``last_successful_stream_ordering``: catch-up sends what
+# came after), the transaction counter (txn IDs are never reused), and the backoff.
+destinations = sa.Table(
+    "destinations",
+    metadata,
+    sa.Column("destination", sa.Text, primary_key=True),
+    sa.Column("last_successful_stream_ordering", sa.Integer, nullable=True),
+    sa.Column("next_txn_seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("retry_last_ts", sa.BigInteger, nullable=True),
+    sa.Column("retry_interval_ms", sa.BigInteger, nullable=True),
     sqlite_with_rowid=False,
 )
 

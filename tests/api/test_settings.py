@@ -14,7 +14,9 @@ from api.settings import (
     ActorSettings,
     AuthSettings,
     Bucket,
+    DEFAULT_IP_RANGE_DENYLIST,
     DatabaseSettings,
+    FederationSettings,
     HttpSettings,
     RateLimitSettings,
     RegistrationSettings,
@@ -64,6 +66,21 @@ def test_defaults(tmp_path: Path) -> None:
         ),
         auth=AuthSettings(access_token_lifetime_s=None, refresh_access_token_lifetime_s=300.0),
         sync=SyncSettings(max_timeout_ms=120000, default_timeline_limit=10),
+        federation=FederationSettings(
+            enabled=True,
+            bind=("127.0.0.1:8448",),
+            plain_bind=(),
+            tls_certificate_path=tmp_path / "data/federation.crt",
+            tls_private_key_path=tmp_path / "data/federation.key",
+            verify_certificates=True,
+            ip_range_denylist=DEFAULT_IP_RANGE_DENYLIST,
+            ip_range_allowlist=(),
+            trusted_key_servers=("matrix.org",),
+            key_validity_s=86400.0,
+            request_timeout_s=60.0,
+            backoff_initial_s=5.0,
+            backoff_max_s=3600.0,
+        ),
     )
 
 
