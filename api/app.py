@@ -29,6 +29,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from api.client import BLUEPRINTS
+from api.federation import BLUEPRINTS as FEDERATION_BLUEPRINTS
 from api.deps import Deps
 from api.errors import MatrixError, for_http_status
 from api.responses import json_response
@@ -49,7 +50,7 @@ def create_app(deps: Deps) -> QuartTrio:
     app.url_map.merge_slashes = False
     app.extensions["roomactors"] = deps
 
-    for blueprint in BLUEPRINTS:
+    for blueprint in (*BLUEPRINTS, *FEDERATION_BLUEPRINTS):
         app.register_blueprint(blueprint)
 
     @app.before_request

@@ -43,6 +43,13 @@ class Deps:
     tokens: TokenCache
     ratelimiter: RateLimiter
     uia: UiaSessions
+    #: Federation services (None when ``[federation] enabled = false``): the key
+    #: service (roomactors/keys), the signed outbound client
+    #: (roomactors/federation_client.FederationClient) and the outbound sender
+    #: (roomactors/sender.SenderHub).
+    keys: Any = None
+    federation: Any = None
+    sender: Any = None
     #: user ID -> (presence, status_msg, wall-clock ms) last written by this
     #: process: lets /sync skip the presence read when nothing changed.
     #: Invalidation: note_presence updates it with every write it makes.
