@@ -73,14 +73,17 @@ from roomactors.room.messages import (
     CreateRoom,
     Forbidden,
     GetState,
+    GetStateBefore,
     IngestPdu,
     PduOutcome,
     SendEvent,
     SendResult,
+    StateAt,
     StateKey,
     StateMap,
     StateView,
     Stop,
+    UnknownEvent,
     UnknownRoom,
 )
 from roomactors.room.pipeline import KnownEvent, receive_pdu, select_auth_state
@@ -243,6 +246,8 @@ class RoomActor:
                 _reply(msg.reply, await self._on_ingest_pdu(msg))
             case GetState():
                 _reply(msg.reply, self._on_get_state())
+            case GetStateBefore():
+                _reply(msg.reply, await self._on_get_state_before(msg))
             case CreateRoom():
                 _reply(msg.reply, await self._on_create_room(msg))
             case _:
@@ -345,6 +350,22 @@ class RoomActor:
             depth=max(self._ext_depth.values()),
             joined_members=frozenset(UserId(u) for u, m in self._members.items() if m == "join"),
         )
+
+    async def _on_get_state_before(self, msg: GetStateBefore) -> StateAt | UnknownEvent | UnknownRoom:
+        if self._version is None:
+            return UnknownRoom(room_id=self._room_id)
+        known = (await self.known_events([msg.event_id])).get(msg.event_id)
+        if known is None or known.room_id != self._room_id or known.outlier or known.rejected:
+            return UnknownEvent(event_id=msg.event_id)
+        prevs = event_refs(known.json, "prev_events")
+        if known.json.get("type") == "m.room.create" and not prevs:
+            state: Mapping[StateKey, str] = {}
+        else:
+            try:
+                state = await self.state_before(prevs)
+            except LookupError:  # a prev event is an outlier: we hold no state before it
+                return UnknownEvent(event_id=msg.event_id)
+        return StateAt(event_id=EventId(msg.event_id), room_version=self.room_version, state=MappingProxyType(dict(state)))
 
     async def _on_send_event(self, msg: SendEvent) -> SendResult | Forbidden | BadEvent | UnknownRoom:
         return await self._send(msg.sender, msg.type, msg.content, msg.state_key, msg.txn)

@@ -52,6 +52,9 @@ __all__ = [
     "PduStatus",
     "PduOutcome",
     "StateView",
+    "GetStateBefore",
+    "StateAt",
+    "UnknownEvent",
 ]
 
 StateKey = tuple[str, str]
@@ -138,6 +141,25 @@ class StateView:
     joined_members: frozenset[UserId] = field(default_factory=frozenset)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateAt:
+    """The room state *before* an event (server-server API ``/state``: "prior to
+    considering any state changes induced by the requested event")."""
+
+    event_id: EventId
+    room_version: str
+    state: Mapping[StateKey, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownEvent:
+    """The event is not stored in this room, or has no state (an outlier or a
+    rejected event): API 404 ``M_NOT_FOUND``."""
+
+    event_id: str
+    errcode: str = "M_NOT_FOUND"
+
+
 # --------------------------------------------------------------------------------------
 # Requests
 # --------------------------------------------------------------------------------------
@@ -199,9 +221,18 @@ class GetState:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GetStateBefore:
+    """The state before ``event_id`` (resolved over its prev events' states).
+    Replies ``StateAt``, ``UnknownEvent`` or ``UnknownRoom``."""
+
+    event_id: str
+    reply: trio.MemorySendChannel[StateAt | UnknownEvent | UnknownRoom]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stop:
     """Stop if nothing else is waiting in the mailbox (the registry's memory budget).
     The room reloads from SQLite on its next message. No reply."""
 
 
-RoomMessage = Union[CreateRoom, SendEvent, IngestPdu, GetState, Stop]
+RoomMessage = Union[CreateRoom, SendEvent, IngestPdu, GetState, GetStateBefore, Stop]
