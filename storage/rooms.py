@@ -166,6 +166,8 @@ class Checkpoint:
     forward_extremities: frozenset[str] | None  # the complete new set; None = unchanged
     current_state_delta: Mapping[StateKey, str | None] = field(default_factory=dict)  # None deletes
     txn: TxnRecord | None = None  # maps (user, device, room, txn) -> events[-1].event_id
+    # inbound_staging rows this checkpoint consumes (deleted in the same transaction).
+    staging_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -604,6 +606,8 @@ def checkpoint(conn: sa.Connection, cp: Checkpoint) -> dict[str, int]:
             if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
                 raise
             raise DuplicateTxnError(f"txn {cp.txn} is already mapped to an event") from exc
+    if cp.staging_ids:
+        raw.executemany("DELETE FROM inbound_staging WHERE staging_id = ?", [(i,) for i in cp.staging_ids])
     return orderings
 
 

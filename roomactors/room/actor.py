@@ -60,7 +60,7 @@ import trio
 
 from roomactors.clock import Clock
 from roomactors.protocol.auth import CREATE_KEY, auth_types_for_event, check_auth
-from roomactors.protocol.dag import next_depth, select_prev_events, update_forward_extremities
+from roomactors.protocol.dag import next_depth, select_prev_events, topo_sort, update_forward_extremities
 from roomactors.protocol.errors import AuthError, InvalidEvent
 from roomactors.protocol.ids import EventId, RoomId, UserId, server_name_of
 from roomactors.protocol.pdu import Pdu, parse_pdu
@@ -73,8 +73,14 @@ from roomactors.room.messages import (
     CreateRoom,
     Forbidden,
     GetState,
+    AdoptRemoteRoom,
     GetStateBefore,
     IngestPdu,
+    IngestStaged,
+    MakeMembership,
+    MembershipAccepted,
+    MembershipTemplate,
+    SubmitMembership,
     PduOutcome,
     SendEvent,
     SendResult,
@@ -86,8 +92,9 @@ from roomactors.room.messages import (
     UnknownEvent,
     UnknownRoom,
 )
-from roomactors.room.pipeline import KnownEvent, receive_pdu, select_auth_state
+from roomactors.room.pipeline import KnownEvent, receive_pdu, select_auth_state, step_4_auth_events
 from storage import rooms as store
+from storage import staging
 from storage.rooms import Checkpoint, NewEvent, RoomRecord, StoredEvent, TxnRecord
 
 __all__ = ["RoomActor"]
@@ -180,6 +187,10 @@ class RoomActor:
         state_cache_size: int = 16,
         txn_cache_size: int = 256,
         on_commit: Callable[[RoomId, int, dict[str, Any]], None] | None = None,
+        on_outbound: Callable[[RoomId, int, dict[str, Any], frozenset[str]], None] | None = None,
+        remote: Any = None,
+        staging_flags: set[RoomId] | None = None,
+        poison_after: int = 3,
     ) -> None:
         self._room_id = room_id
         self._db = db
@@ -190,6 +201,16 @@ class RoomActor:
         # Called after every event commit and apply (the notifier, the sender): it
         # must not block or raise.
         self._on_commit = on_commit
+        # Called after a commit of an event other servers must receive (our users'
+        # events; memberships submitted through /send_*), with the destinations.
+        self._on_outbound = on_outbound
+        # roomactors.inbound.RemoteEvents: verified fetching of missing events.
+        self._remote = remote
+        # Rooms whose staging area has rows (set by /send when our mailbox is full).
+        self._staging_flags = staging_flags if staging_flags is not None else set()
+        self._poison_after = poison_after
+        # Servers with a joined member in the current state (None: recompute).
+        self._joined_servers: frozenset[str] | None = None
         # The room (None until it exists: loaded, created or joined).
         self._version: str | None = None
         self._rules: RoomVersionRules | None = None
@@ -217,6 +238,8 @@ class RoomActor:
         if record is not None:
             self._load(record)
         task_status.started()
+        if record is not None and self._remote is not None:
+            await self._drain_staged()  # PDUs staged before a restart
         idle = self._settings.idle_timeout_s
         while True:
             msg = None
@@ -237,6 +260,8 @@ class RoomActor:
                 reply = getattr(msg, "reply", None)
                 if reply is not None:
                     reply.close()
+            if self._room_id in self._staging_flags:
+                await self._drain_staged()
 
     async def _handle(self, msg: object) -> None:
         match msg:
@@ -248,6 +273,14 @@ class RoomActor:
                 _reply(msg.reply, self._on_get_state())
             case GetStateBefore():
                 _reply(msg.reply, await self._on_get_state_before(msg))
+            case IngestStaged():
+                await self._drain_staged()
+            case MakeMembership():
+                _reply(msg.reply, await self._on_make_membership(msg))
+            case SubmitMembership():
+                _reply(msg.reply, await self._on_submit_membership(msg))
+            case AdoptRemoteRoom():
+                _reply(msg.reply, await self._on_adopt_remote_room(msg))
             case CreateRoom():
                 _reply(msg.reply, await self._on_create_room(msg))
             case _:
@@ -272,6 +305,7 @@ class RoomActor:
             for key, eid in self._current.items()
             if key[0] == _MEMBER and (m := _membership(self._current_events[eid])) is not None
         }
+        self._joined_servers = None
         if len(self._extremities) == 1:
             # One extremity: its state *is* the current state; share the object so
             # the next event's snapshot delta is found without comparing maps.
@@ -425,6 +459,7 @@ class RoomActor:
                 return Forbidden(error=e.message, rule=e.rule)
 
         own = {(pdu.type, pdu.state_key): event_id} if pdu.state_key is not None else {}
+        joined_before = self._joined()
         stream_ordering = await self._commit_event(
             pdu,
             state_before=state_before,
@@ -432,6 +467,12 @@ class RoomActor:
             becomes_extremity=True,
             txn=txn,
         )
+        if self._on_outbound is not None:
+            # Every server in the room before or after the event (a leaving or
+            # kicked server still hears of it); our own server is not a destination.
+            destinations = (joined_before | self._joined()) - {self._server_name}
+            if destinations:
+                self._on_outbound(self._room_id, stream_ordering, event, destinations)
         result = SendResult(event_id=EventId(event_id), stream_ordering=stream_ordering)
         if txn is not None:
             self._txns.put(txn, result)
@@ -446,9 +487,8 @@ class RoomActor:
                 return PduOutcome(event_id=None, status="invalid", reason=f"step 1/4: {started.error}")
             return UnknownRoom(room_id=self._room_id)
         decision = await receive_pdu(self, msg.pdu)
-        outcome = decision.outcome
-        if not decision.store:
-            return outcome
+        await self._store_decision(decision)
+        return decision.outcome
         pdu = decision.pdu
         assert pdu is not None
         if decision.state_before is None:  # an outlier (rejected or not): no state
@@ -479,6 +519,351 @@ class RoomActor:
                 soft_failed=outcome.status == "soft_failed",
             )
         return outcome
+
+    # ----------------------------------------------------------------------------------
+    # Federation: staged PDUs, membership handshakes, adopting a remote room
+    # ----------------------------------------------------------------------------------
+
+    async def _drain_staged(self) -> None:
+        """Process every staged PDU of this room (docs/ARCHITECTURE.md "Data flow: one
+        inbound PDU", step 5). A batch's attempts are counted durably *before* it is
+        processed, so a PDU that crashes the actor is retried by the next
+        incarnation and poisoned after ``poison_after`` tries — no catch-all here."""
+        self._staging_flags.discard(self._room_id)
+        if self._version is None:
+            return
+        while True:
+            rows = await self._db.read(staging.next_staged, self._room_id, 50)
+            if not rows:
+                return
+            await self._db.write(_count_attempts, [r.staging_id for r in rows], self._poison_after)
+            ordered = topo_sort(rows, key=lambda r: (r.event_id, event_refs(r.json, "prev_events")))
+            done: list[int] = []
+            for row in ordered:
+                outcome = await self._receive_remote(row.json, row.origin, staging_ids=(row.staging_id,))
+                if outcome.status not in ("accepted", "rejected", "soft_failed", "outlier"):
+                    done.append(row.staging_id)  # not stored: nothing else consumes the row
+            if done:
+                await self._db.write(staging.delete_staged, done)
+
+    async def _receive_remote(
+        self, event: dict[str, Any], origin: str, *, staging_ids: tuple[int, ...] = (), fill_gaps: bool = True
+    ) -> PduOutcome:
+        """Checks 4-6 on a PDU from ``origin`` (steps 1-3 passed), fetching from
+        ``origin`` what the pipeline reports missing: auth events (then step 4 can
+        run), prev events (``/get_missing_events``, bounded), and failing those, the
+        state at the prev events (``/state_ids``). Stores the outcome."""
+        decision = await receive_pdu(self, event)
+        outcome = decision.outcome
+        if outcome.status == "missing_auth_events" and self._remote is not None and outcome.event_id:
+            await self._fetch_auth_chain(origin, outcome.event_id, outcome.missing)
+            decision = await receive_pdu(self, event)
+            outcome = decision.outcome
+        if outcome.status == "outlier" and fill_gaps and self._remote is not None and decision.pdu is not None:
+            pdu = decision.pdu
+            await self._fill_gap(origin, pdu)
+            decision = await receive_pdu(self, event)
+            outcome = decision.outcome
+            if outcome.status == "outlier":
+                state = await self._state_from_peer(origin, pdu)
+                if state is not None:
+                    decision = await receive_pdu(self, event, state_before=state)
+                    outcome = decision.outcome
+        await self._store_decision(decision, staging_ids=staging_ids)
+        return outcome
+
+    async def _store_decision(self, decision: Any, *, staging_ids: tuple[int, ...] = ()) -> None:
+        outcome = decision.outcome
+        if not decision.store:
+            return
+        pdu = decision.pdu
+        assert pdu is not None
+        if decision.state_before is None:  # an outlier (rejected or not): no state
+            await self._commit_event(
+                pdu,
+                state_before=None,
+                own_change={},
+                becomes_extremity=False,
+                outlier=True,
+                rejection_reason=outcome.reason if outcome.status == "rejected" else None,
+                staging_ids=staging_ids,
+            )
+        elif outcome.status == "rejected":
+            # "not updating [the state] with the rejected event": its state after is
+            # the state before it.
+            await self._commit_event(
+                pdu,
+                state_before=decision.state_before,
+                own_change={},
+                becomes_extremity=False,
+                rejection_reason=outcome.reason,
+                staging_ids=staging_ids,
+            )
+        else:
+            await self._commit_event(
+                pdu,
+                state_before=decision.state_before,
+                own_change={(pdu.type, pdu.state_key): pdu.event_id} if pdu.state_key is not None else {},
+                becomes_extremity=outcome.status == "accepted",
+                soft_failed=outcome.status == "soft_failed",
+                staging_ids=staging_ids,
+            )
+
+    async def _store_outliers(self, events: Sequence[dict[str, Any]]) -> None:
+        """Store fetched auth/state events as outliers, each after its auth events
+        (step 4 decides "rejected"); events whose auth events cannot be found are
+        skipped (never stored unchecked)."""
+        ordered = topo_sort(list(events), key=lambda e: (str(e.get("event_id", id(e))), event_refs(e, "auth_events")))
+        for event in ordered:
+            try:
+                checked = parse_pdu(event, self.room_version)
+            except InvalidEvent:
+                continue
+            if checked.room_id != self._room_id or await self.known_events([checked.event_id]):
+                continue
+            listed = await self.known_events(checked.auth_events)
+            if any(a not in listed for a in checked.auth_events):
+                continue
+            if checked.type == "m.room.create" and checked.state_key == "" and checked.event_id != self._create_id:
+                continue
+            rejected = step_4_auth_events(checked, [listed[a] for a in checked.auth_events], self._create_event, self._create_id)
+            await self._commit_event(
+                checked,
+                state_before=None,
+                own_change={},
+                becomes_extremity=False,
+                outlier=True,
+                rejection_reason=rejected.reason() if rejected is not None else None,
+            )
+
+    async def _fetch_auth_chain(self, origin: str, event_id: str, missing: Sequence[str]) -> None:
+        chain = await self._remote.event_auth(origin, self._room_id, event_id, self.room_version)
+        if not any(c.event_id in missing for c in chain):
+            chain = await self._remote.events(origin, self._room_id, missing, self.room_version)
+        await self._store_outliers([c.json for c in chain])
+
+    async def _fill_gap(self, origin: str, pdu: Pdu) -> None:
+        """Spec "Checks performed on receipt of a PDU", step 5 prerequisite: fetch the
+        missing prev events with a bounded ``/get_missing_events`` (limit 10,
+        never below our extremities' depth) and receive them oldest first."""
+        if not self._extremities:
+            return
+        fetched = await self._remote.missing_events(
+            origin,
+            self._room_id,
+            earliest_events=sorted(self._extremities),
+            latest_events=[pdu.event_id],
+            limit=10,
+            min_depth=min(self._ext_depth.values()),
+            room_version=self.room_version,
+        )
+        for checked in sorted(fetched, key=lambda c: c.json.get("depth", 0)):
+            if checked.event_id == pdu.event_id:
+                continue
+            await self._receive_remote(checked.json, origin, fill_gaps=False)
+
+    async def _state_from_peer(self, origin: str, pdu: Pdu) -> Mapping[StateKey, str] | None:
+        """The state before ``pdu`` when some prev events are missing or have no
+        state here: for each such prev event, ``/state_ids`` at it (the state before
+        it) plus the prev event itself; then resolved with the states we hold."""
+        maps: list[StateMap] = []
+        for prev in dict.fromkeys(pdu.prev_events):
+            known = (await self.known_events([prev])).get(prev)
+            if known is not None and known.state_after_ref is not None and known.room_id == self._room_id:
+                maps.append(await self._state_map(known.state_after_ref))
+                continue
+            ids = await self._remote.state_ids(origin, self._room_id, prev)
+            if ids is None:
+                return None
+            state_ids, auth_ids = ids
+            wanted = [e for e in dict.fromkeys([*auth_ids, *state_ids, prev])]
+            have = await self.known_events(wanted)
+            missing = [e for e in wanted if e not in have]
+            if missing:
+                fetched = await self._remote.events(origin, self._room_id, missing, self.room_version)
+                await self._store_outliers([c.json for c in fetched])
+                have = await self.known_events(wanted)
+            if any(e not in have for e in [*state_ids, prev]):
+                return None
+            state: StateMap = {}
+            for event_id in state_ids:
+                j = have[event_id].json
+                if isinstance(j.get("state_key"), str):
+                    state[(j["type"], j["state_key"])] = event_id
+            prev_json = have[prev].json
+            if isinstance(prev_json.get("state_key"), str) and not have[prev].rejected:
+                state[(prev_json["type"], prev_json["state_key"])] = prev
+            maps.append(state)
+        if not maps:
+            return None
+        if len(maps) == 1:
+            return maps[0]
+        return await self._resolve(maps)
+
+    async def _on_make_membership(self, msg: MakeMembership) -> MembershipTemplate | Forbidden | UnknownRoom:
+        """``/make_join``, ``/make_leave``, ``/make_knock`` (server-server API "Joining
+        Rooms" etc.): the event we would accept now, minus what the joining server
+        adds (hashes, signatures, its own timestamp). We build it as if it were ours
+        and dry-run the authorization rules on it, so a template is only offered if
+        the membership would be allowed on the current state."""
+        if self._version is None:
+            return UnknownRoom(room_id=self._room_id)
+        version = self._version
+        content: dict[str, Any] = {"membership": msg.membership}
+        prevs = select_prev_events(self._extremities, self._ext_depth)
+        state = self._current
+        shape = {"type": _MEMBER, "sender": msg.user_id, "state_key": msg.user_id, "content": content}
+        auth_ids = [state[k] for k in sorted(auth_types_for_event(shape, version)) if k in state]
+        referenced = await self._events_json([*prevs, *auth_ids]) if self._rules and self._rules.event_refs_are_pairs else None
+        try:
+            pdu = build_pdu(
+                room_version=version,
+                room_id=self._room_id,
+                sender=msg.user_id,
+                type=_MEMBER,
+                content=content,
+                state_key=msg.user_id,
+                prev_events=prevs,
+                auth_events=auth_ids,
+                depth=next_depth((self._ext_depth[p] for p in prevs), strict_canonical_json=self._rules.strict_canonical_json if self._rules else True),
+                origin_server_ts=self._clock.time_ms(),
+                server_name=self._server_name,
+                signing_key=self._signing_key,
+                referenced=referenced,
+            )
+            check_auth(pdu.json, await self.auth_state(pdu.json, state), version, create_event_id=self._create_hint())
+        except InvalidEvent as e:
+            return Forbidden(error=str(e), rule=e.rule)
+        except AuthError as e:
+            return Forbidden(error=e.message, rule=e.rule)
+        template = {k: v for k, v in pdu.json.items() if k not in ("signatures", "hashes", "unsigned", "event_id")}
+        template["origin"] = server_name_of(msg.user_id)
+        return MembershipTemplate(room_version=version, event=template)
+
+    async def _on_submit_membership(self, msg: SubmitMembership) -> MembershipAccepted | Forbidden | BadEvent | UnknownRoom:
+        """``/send_join``, ``/send_leave``, ``/send_knock``: the signed membership event
+        must pass checks 4-6 and become part of the room; then every other server in
+        the room gets it from us (the joining server cannot send it yet)."""
+        if self._version is None:
+            return UnknownRoom(room_id=self._room_id)
+        event = msg.pdu
+        content = event.get("content")
+        if (
+            event.get("type") != _MEMBER
+            or event.get("state_key") != event.get("sender")
+            or not isinstance(content, dict)
+            or content.get("membership") != msg.membership
+        ):
+            return BadEvent(errcode="M_BAD_JSON", error=f"not an m.room.member {msg.membership} event of its sender")
+        joined_before = self._joined()
+        outcome = await self._receive_remote(event, msg.origin)
+        if outcome.status == "duplicate" and outcome.event_id is not None:
+            known = (await self.known_events([outcome.event_id]))[outcome.event_id]
+            ok = not (known.outlier or known.rejected or known.soft_failed)
+        else:
+            ok = outcome.status == "accepted"
+        if not ok or outcome.event_id is None:
+            return Forbidden(error=f"the {msg.membership} event was not accepted: {outcome.reason or outcome.status}", rule=None)
+        event_id = outcome.event_id
+        known = (await self.known_events([event_id]))[event_id]
+        if outcome.status == "accepted" and self._on_outbound is not None and known.stream_ordering is not None:
+            destinations = (joined_before | self._joined()) - {msg.origin, self._server_name}
+            self._on_outbound(self._room_id, known.stream_ordering, known.json, frozenset(destinations))
+        if msg.membership != "join":
+            stripped: tuple[dict[str, Any], ...] = ()
+            if msg.membership == "knock":
+                stripped = tuple(
+                    {k: self._current_events[e][k] for k in ("type", "state_key", "content", "sender")}
+                    for key, e in self._current.items()
+                    if key[0] in _STRIPPED_TYPES
+                )
+            return MembershipAccepted(event_id=event_id, event=known.json, stripped_state=stripped)
+        state = await self.state_before(event_refs(known.json, "prev_events"))
+        lookup: dict[str, dict[str, Any]] = {}
+        await self._load_auth_closure(state.values(), lookup, set())
+        state_ids = set(state.values())
+        return MembershipAccepted(
+            event_id=event_id,
+            event=known.json,
+            state=tuple(lookup[e] for e in state.values() if e in lookup),
+            auth_chain=tuple(pdu for e, pdu in lookup.items() if e not in state_ids),
+            servers_in_room=tuple(sorted(self._joined())),
+        )
+
+    async def _on_adopt_remote_room(self, msg: AdoptRemoteRoom) -> SendResult | Forbidden | BadEvent:
+        """Our join through ``/send_join`` (server-server API "Joining Rooms"): the
+        caller verified the returned state and auth chain (steps 1-4 for each
+        event); the join must pass the authorization rules on that state. One
+        checkpoint stores the events as outliers and the join as the room's one
+        forward extremity with that state, then the room is loaded from it."""
+        version = msg.room_version
+        try:
+            join = parse_pdu(msg.join_event, version)
+        except InvalidEvent as e:
+            return BadEvent(errcode="M_BAD_JSON", error=str(e))
+        if self._version is not None:
+            # We hold the room already (a rejoin): the join is an ordinary PDU whose
+            # state before it comes from the resident server.
+            await self._store_outliers([pdu for pdu, reason in msg.events.values() if reason is None])
+            decision = await receive_pdu(self, join.json, state_before=dict(msg.state))
+            await self._store_decision(decision)
+            if decision.outcome.status not in ("accepted", "duplicate"):
+                return Forbidden(error=decision.outcome.reason or decision.outcome.status, rule=None)
+            known = (await self.known_events([join.event_id]))[join.event_id]
+            assert known.stream_ordering is not None
+            return SendResult(event_id=EventId(join.event_id), stream_ordering=known.stream_ordering)
+        create_id = msg.state.get(CREATE_KEY)
+        if create_id is None or create_id not in msg.events:
+            return BadEvent(errcode="M_BAD_JSON", error="the room state has no m.room.create event")
+        state_events = {key: msg.events[e][0] for key, e in msg.state.items() if e in msg.events}
+        if len(state_events) != len(msg.state):
+            return BadEvent(errcode="M_BAD_JSON", error="the room state cites events that were not returned")
+        rules = get_rules(version)
+        auth_state = {key: pdu for key, pdu in state_events.items() if key in select_auth_state(join.json, msg.state, version)}
+        try:
+            check_auth(join.json, auth_state, version, create_event_id=None if not rules.create_event_in_auth_events else create_id)
+        except AuthError as e:
+            return Forbidden(error=e.message, rule=e.rule)
+        new_events: list[NewEvent] = []
+        for event_id, (pdu_json, reason) in msg.events.items():
+            if event_id == join.event_id:
+                continue
+            pdu = parse_pdu(pdu_json, version)
+            new_events.append(
+                NewEvent(
+                    event_id=pdu.event_id, room_id=self._room_id, json=pdu.json, depth=pdu.depth, type=pdu.type,
+                    state_key=pdu.state_key, sender=pdu.sender, origin_server_ts=pdu.origin_server_ts,
+                    prev_events=tuple(pdu.prev_events), auth_events=tuple(pdu.auth_events), outlier=True,
+                    rejection_reason=reason, state_base_ref=None, state_delta={},
+                )
+            )
+        state_after: StateMap = {**msg.state, (join.type, join.state_key or ""): join.event_id}
+        new_events.append(self._new_event(join, state_base_ref=None, state_delta=state_after))
+        cp = Checkpoint(
+            room_id=self._room_id,
+            room_version=version,
+            events=tuple(new_events),
+            forward_extremities=frozenset({join.event_id}),
+            current_state_delta=state_after,
+        )
+        orderings = await self._db.write(store.checkpoint, cp)
+        record = await self._db.read(store.load_room, self._room_id)
+        self._load(record)
+        stream_ordering = orderings[join.event_id]
+        if self._on_commit is not None:
+            self._on_commit(self._room_id, stream_ordering, join.json)
+        return SendResult(event_id=EventId(join.event_id), stream_ordering=stream_ordering)
+
+    def _joined(self) -> frozenset[str]:
+        """Servers with a joined member in the current state (cached until the
+        membership changes)."""
+        if self._joined_servers is None:
+            servers: set[str] = set()
+            for user_id, membership in self._members.items():
+                if membership == "join":
+                    servers.add(user_id.split(":", 1)[1] if ":" in user_id else user_id)
+            self._joined_servers = frozenset(servers)
+        return self._joined_servers
 
     # ----------------------------------------------------------------------------------
     # RoomView (what the pipeline reads)
@@ -665,7 +1050,11 @@ class RoomActor:
         ref is the base's when the delta is empty (the state is shared).
         """
         best: tuple[str, dict[StateKey, str | None]] | None = None
-        for ref in dict.fromkeys(await self._state_refs(prev_events)):
+        try:
+            refs = await self._state_refs(prev_events)
+        except LookupError:  # a prev event has no state here (state came from a peer)
+            refs = []
+        for ref in dict.fromkeys(refs):
             base = await self._state_map(ref)
             delta: dict[StateKey, str | None]
             if base is state_before:
@@ -707,6 +1096,7 @@ class RoomActor:
         rejection_reason: str | None = None,
         soft_failed: bool = False,
         txn: TxnRecord | None = None,
+        staging_ids: tuple[int, ...] = (),
     ) -> int:
         """Checkpoint one event (ONE ``db.write``), then apply it in memory.
         Returns its stream ordering."""
@@ -749,6 +1139,7 @@ class RoomActor:
             forward_extremities=new_extremities,
             current_state_delta=current_delta,
             txn=txn,
+            staging_ids=staging_ids,
         )
         # --- commit ---------------------------------------------------------------
         orderings = await self._db.write(store.checkpoint, cp)
@@ -794,6 +1185,8 @@ class RoomActor:
                 members[state_key] = membership
         self._current = new_current
         self._current_events = events
+        if members != self._members:
+            self._joined_servers = None
         self._members = members
 
     def _new_event(
@@ -877,6 +1270,18 @@ class RoomActor:
     def _create_hint(self) -> str | None:
         assert self._rules is not None
         return None if self._rules.create_event_in_auth_events else self._create_id
+
+
+#: Stripped state for knocks and invites (client-server API "Stripped state").
+_STRIPPED_TYPES = frozenset(
+    {"m.room.create", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.join_rules",
+     "m.room.canonical_alias", "m.room.encryption"}
+)
+
+
+def _count_attempts(conn: Any, staging_ids: list[int], poison_after: int) -> None:
+    for staging_id in staging_ids:
+        staging.record_attempt(conn, staging_id, poison_after=poison_after)
 
 
 def _errcode(error: InvalidEvent) -> str:

@@ -51,6 +51,7 @@ __all__ = [
     "build_pdu",
     "event_refs",
     "make_refs",
+    "sign_template",
 ]
 
 
@@ -257,3 +258,22 @@ def build_pdu(
         else:
             return parse_own_pdu(signed.event, rules, event_id=_event_id(signed, rules), canonical_size=size)
     return parse_pdu_with_rules(signed.event, rules)
+
+
+def sign_template(
+    template: Mapping[str, Any], *, room_version: str, server_name: str, signing_key: Any, origin_server_ts: int
+) -> tuple[EventId, dict[str, Any]]:
+    """Our signed PDU from a resident server's ``/make_join``, ``/make_leave`` or
+    ``/make_knock`` template (server-server API "Joining Rooms": the joining server
+    "signs the event" and sends it back). Whatever the template says about hashes,
+    signatures, ``unsigned`` or (v1/v2) the event ID is replaced; ``origin_server_ts``
+    is ours."""
+    rules = get_rules(room_version)
+    event = {k: v for k, v in template.items() if k not in ("signatures", "hashes", "unsigned", "event_id")}
+    event["origin_server_ts"] = origin_server_ts
+    if "origin" in event:
+        event["origin"] = server_name
+    if rules.pdu_has_event_id:
+        event["event_id"] = _server_assigned_event_id(server_name)
+    signed = sign_event_and_hash(event, server_name, signing_key, rules)
+    return _event_id(signed, rules), signed.event

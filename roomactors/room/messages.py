@@ -55,6 +55,12 @@ __all__ = [
     "GetStateBefore",
     "StateAt",
     "UnknownEvent",
+    "IngestStaged",
+    "MakeMembership",
+    "MembershipTemplate",
+    "SubmitMembership",
+    "MembershipAccepted",
+    "AdoptRemoteRoom",
 ]
 
 StateKey = tuple[str, str]
@@ -230,9 +236,92 @@ class GetStateBefore:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class IngestStaged:
+    """A coalescing wake: ``inbound_staging`` holds PDUs for this room. The actor
+    drains them (checks 4-6, fetching what is missing from ``origin``). No reply."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembershipTemplate:
+    """``/make_join``, ``/make_leave``, ``/make_knock``: an unsigned event for the
+    remote server to sign and hand back through the matching ``/send_*``."""
+
+    room_version: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MakeMembership:
+    """Build a ``membership`` template for the remote ``user_id`` on the current
+    state, refused (``Forbidden``) if the authorization rules would refuse it.
+    Replies ``MembershipTemplate``, ``Forbidden`` or ``UnknownRoom``."""
+
+    user_id: UserId
+    membership: Literal["join", "leave", "knock"]
+    reply: trio.MemorySendChannel[MembershipTemplate | Forbidden | UnknownRoom]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembershipAccepted:
+    """A ``/send_*`` membership event was accepted into the room. For joins,
+    ``state`` and ``auth_chain`` are the PDUs of the state before the event and
+    of their auth chain (``/send_join`` v2)."""
+
+    event_id: EventId
+    event: dict[str, Any]
+    state: tuple[dict[str, Any], ...] = ()
+    auth_chain: tuple[dict[str, Any], ...] = ()
+    servers_in_room: tuple[str, ...] = ()
+    #: Stripped state for ``/send_knock`` (``knock_room_state``).
+    stripped_state: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitMembership:
+    """``/send_join``, ``/send_leave``, ``/send_knock``: a remote membership event
+    (steps 1-3 already passed) that must be accepted as is, then sent to the other
+    servers in the room. Replies ``MembershipAccepted``, ``Forbidden``, ``BadEvent``
+    or ``UnknownRoom``."""
+
+    pdu: dict[str, Any]
+    origin: str
+    membership: Literal["join", "leave", "knock"]
+    reply: trio.MemorySendChannel[MembershipAccepted | Forbidden | BadEvent | UnknownRoom]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdoptRemoteRoom:
+    """Our user joined (or knocked on / was invited to) a room held elsewhere:
+    store ``events`` (the verified state and auth chain from ``/send_join``, each
+    with its step-4 verdict) as outliers and ``join_event`` on top of ``state``
+    as the room's one forward extremity. Valid only while the actor holds no room
+    (otherwise the join is ingested as a normal PDU). Replies ``SendResult``,
+    ``Forbidden`` or ``BadEvent``."""
+
+    room_version: str
+    #: event ID -> (PDU, rejection reason or None), in an order where each
+    #: event's auth events come first.
+    events: Mapping[str, tuple[dict[str, Any], str | None]]
+    state: Mapping[StateKey, str]
+    join_event: dict[str, Any]
+    reply: trio.MemorySendChannel[SendResult | Forbidden | BadEvent]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stop:
     """Stop if nothing else is waiting in the mailbox (the registry's memory budget).
     The room reloads from SQLite on its next message. No reply."""
 
 
-RoomMessage = Union[CreateRoom, SendEvent, IngestPdu, GetState, GetStateBefore, Stop]
+RoomMessage = Union[
+    CreateRoom,
+    SendEvent,
+    IngestPdu,
+    GetState,
+    GetStateBefore,
+    IngestStaged,
+    MakeMembership,
+    SubmitMembership,
+    AdoptRemoteRoom,
+    Stop,
+]

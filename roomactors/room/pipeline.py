@@ -225,8 +225,15 @@ def _create_id_hint(pdu: Pdu, create_event_id: str) -> str | None:
 # --------------------------------------------------------------------------------------
 
 
-async def receive_pdu(room: RoomView, event: dict[str, Any]) -> Decision:
-    """Steps 1 and 4–6 for ``event``; see the module docstring for the flow."""
+async def receive_pdu(
+    room: RoomView, event: dict[str, Any], *, state_before: Mapping[StateKey, str] | None = None
+) -> Decision:
+    """Steps 1 and 4–6 for ``event``; see the module docstring for the flow.
+
+    ``state_before`` supplies the state before the event when its prev events are
+    not all held with state: the state fetched from a peer at those prev events
+    (``/state_ids``) and resolved (spec "Checks performed on receipt of a PDU",
+    step 5: the state "may be obtained by ... requesting it from other servers")."""
     checked = step_1_valid_for_room(event, room.room_id, room.room_version, room.create_event_id)
     if isinstance(checked, str):
         return Decision(outcome=PduOutcome(event_id=None, status="invalid", reason=checked))
@@ -255,7 +262,7 @@ async def receive_pdu(room: RoomView, event: dict[str, Any]) -> Decision:
         for p in dict.fromkeys(pdu.prev_events)
         if p not in prevs or prevs[p].room_id != room.room_id or prevs[p].state_after_ref is None
     )
-    if missing_prev:
+    if missing_prev and state_before is None:
         if rejected is not None:
             return Decision(
                 outcome=PduOutcome(event_id=event_id, status="rejected", reason=rejected.reason(), missing=missing_prev),
@@ -268,7 +275,8 @@ async def receive_pdu(room: RoomView, event: dict[str, Any]) -> Decision:
             pdu=pdu,
         )
 
-    state_before = await room.state_before(pdu.prev_events)
+    if state_before is None:
+        state_before = await room.state_before(pdu.prev_events)
     if rejected is None:
         auth_state = await room.auth_state(pdu.json, state_before)
         rejected = step_5_state_before(pdu, auth_state, room.create_event_id)
