@@ -50,6 +50,9 @@ class Deps:
     keys: Any = None
     federation: Any = None
     sender: Any = None
+    #: Rooms whose inbound staging area has PDUs their actor has not been woken
+    #: for (a full mailbox); each actor drains and clears its entry.
+    staging_flags: set[Any] = field(default_factory=set)
     #: user ID -> (presence, status_msg, wall-clock ms) last written by this
     #: process: lets /sync skip the presence read when nothing changed.
     #: Invalidation: note_presence updates it with every write it makes.

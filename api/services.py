@@ -34,13 +34,18 @@ from api.client.uia import UiaSessions
 from api.deps import Deps
 from api.ratelimit import Limit, RateLimiter
 from api.settings import Settings
-from api.signing_key import load_or_create_signing_key
+from api.signing_key import load_old_verify_keys, load_or_create_signing_key
 from roomactors.clock import Clock, SystemClock
+from roomactors.federation_client import FederationClient, FederationTransport, HttpsTransport
+from roomactors.inbound import RemoteEvents
+from roomactors.keys import KeyService
+from roomactors.sender import SenderHub
 from roomactors.notifier import Notifier
 from roomactors.protocol.ids import RoomId
 from roomactors.registry import RegistrySettings, RoomRegistry
 from roomactors.room.actor import RoomActor
 from roomactors.typing import TypingService
+from storage import staging
 from storage.db import Database
 
 __all__ = ["open_homeserver"]
@@ -48,8 +53,15 @@ __all__ = ["open_homeserver"]
 
 @asynccontextmanager
 async def open_homeserver(
-    settings: Settings, *, clock: Clock | None = None, signing_key: Any = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    signing_key: Any = None,
+    federation_transport: FederationTransport | None = None,
 ) -> AsyncIterator[Deps]:
+    """``federation_transport`` replaces the HTTPS transport of the outbound
+    federation client (the in-process test network routes requests itself); the
+    caller then owns it. Ignored when ``[federation] enabled = false``."""
     clock = clock or SystemClock()
     if signing_key is None:
         signing_key = load_or_create_signing_key(settings.server.signing_key_path)
@@ -64,6 +76,45 @@ async def open_homeserver(
             notifier.notify(room_id)
 
     async with Database.open(settings.database.path) as db:
+        fed = settings.federation
+        federation = own_transport = keys = sender = remote = None
+        if fed.enabled:
+            if federation_transport is None:
+                federation_transport = own_transport = HttpsTransport(
+                    verify_certificates=fed.verify_certificates,
+                    ip_range_denylist=fed.ip_range_denylist,
+                    ip_range_allowlist=fed.ip_range_allowlist,
+                )
+            federation = FederationClient(
+                federation_transport,
+                server_name=server_name,
+                signing_key=signing_key,
+                request_timeout_s=fed.request_timeout_s,
+            )
+            keys = KeyService(
+                db=db,
+                server_name=server_name,
+                signing_key=signing_key,
+                old_verify_keys=load_old_verify_keys(settings.server.signing_key_path),
+                client=federation,
+                clock=clock,
+                validity_s=fed.key_validity_s,
+                trusted_key_servers=fed.trusted_key_servers,
+            )
+            sender = SenderHub(
+                db=db,
+                client=federation,
+                server_name=server_name,
+                clock=clock,
+                backoff_initial_s=fed.backoff_initial_s,
+                backoff_max_s=fed.backoff_max_s,
+            )
+            remote = RemoteEvents(federation, keys, timeout_s=fed.request_timeout_s)
+        staging_flags: set[Any] = set()
+
+        def on_outbound(room_id: RoomId, stream_ordering: int, pdu: dict[str, Any], destinations: frozenset[str]) -> None:
+            if sender is not None:
+                sender.send_pdu(room_id=room_id, stream_ordering=stream_ordering, pdu=pdu, destinations=destinations)
 
         def make_actor(room_id: RoomId) -> RoomActor:
             return RoomActor(
@@ -74,6 +125,9 @@ async def open_homeserver(
                 clock=clock,
                 settings=registry_settings,
                 on_commit=on_commit,
+                on_outbound=on_outbound,
+                remote=remote,
+                staging_flags=staging_flags,
             )
 
         registry = RoomRegistry(actor_factory=make_actor, settings=registry_settings, clock=clock)
@@ -91,6 +145,8 @@ async def open_homeserver(
                 finally:
                     registry_done.set()
 
+            if sender is not None:
+                await nursery.start(sender.run)
             await nursery.start(run_registry)
             await nursery.start(typing.run)
             deps = Deps(
@@ -105,11 +161,22 @@ async def open_homeserver(
                 tokens=TokenCache(),
                 ratelimiter=limiter,
                 uia=UiaSessions(),
+                keys=keys,
+                federation=federation,
+                sender=sender,
+                staging_flags=staging_flags,
             )
+            # PDUs staged before a restart: wake their rooms (each actor drains).
+            if remote is not None:
+                for room_id in await db.read(staging.rooms_with_staged):
+                    staging_flags.add(RoomId(room_id))
+                    await registry.get(RoomId(room_id))
             try:
                 yield deps
             finally:
                 registry.close()
                 with trio.CancelScope(shield=True):
                     await registry_done.wait()
+                    if own_transport is not None:
+                        await own_transport.aclose()
                 nursery.cancel_scope.cancel()

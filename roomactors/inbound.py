@@ -103,6 +103,10 @@ async def check_pdus(
             parsed.append(Invalid(event_id=None, reason="step 1: a PDU is not a JSON object"))
             continue
         room_id = raw.get("room_id")
+        if room_id is None and len(room_versions) == 1:
+            # A v12 m.room.create carries no room_id (its hash is the room ID);
+            # fetches name the one room they are for.
+            (room_id,) = room_versions
         version = room_versions.get(room_id) if isinstance(room_id, str) else None
         if version is None:
             parsed.append(Invalid(event_id=None, reason=f"step 1: room {room_id!r} is not known to this server"))
@@ -110,6 +114,8 @@ async def check_pdus(
         rules = get_rules(version)
         try:
             pdu = parse_pdu(raw, version)  # step 1
+            if pdu.room_id != room_id:
+                raise InvalidEvent(f"the event belongs to room {pdu.room_id}, not {room_id}", rule="s2s: PDU format")
             _wanted_keys(pdu.json, rules, wanted)
         except InvalidEvent as e:
             event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None

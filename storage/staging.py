@@ -37,6 +37,7 @@ __all__ = [
     "record_attempt",
     "rooms_with_staged",
     "room_versions",
+    "server_acls",
 ]
 
 
@@ -138,4 +139,20 @@ def room_versions(conn: sa.Connection, room_ids: Iterable[str]) -> dict[str, str
         row = raw.execute("SELECT room_version FROM rooms WHERE room_id = ?", (room_id,)).fetchone()
         if row is not None:
             out[room_id] = row[0]
+    return out
+
+
+def server_acls(conn: sa.Connection, room_ids: Iterable[str]) -> dict[str, Any]:
+    """``room_id -> content`` of each room's current ``m.room.server_acl`` (rooms
+    without one are left out)."""
+    raw = _raw(conn)
+    out: dict[str, Any] = {}
+    for room_id in set(room_ids):
+        row = raw.execute(
+            "SELECT e.json FROM current_state cs JOIN events e ON e.event_id = cs.event_id "
+            "WHERE cs.room_id = ? AND cs.type = 'm.room.server_acl' AND cs.state_key = ''",
+            (room_id,),
+        ).fetchone()
+        if row is not None:
+            out[room_id] = orjson.loads(row[0]).get("content")
     return out

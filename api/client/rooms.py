@@ -37,7 +37,7 @@ from quart import Blueprint
 from api.auth import requester
 from api.body import json_body
 from api.deps import Deps, deps
-from api.client.membership import check_invitee
+from api.client.membership import check_invitee, invite_remote_user
 from api.errors import MatrixError, forbidden, not_found
 from api.responses import json_response
 from api.rooms_service import create_room_events, get_state_view, send_event
@@ -162,7 +162,10 @@ async def create_room():
     if plan.visibility == "public":
         await d.db.write(directory.set_visibility, room_id, "public")
     for invitee in plan.invites:
-        await send_event(d, room_id, who.user_id, "m.room.member", plan.invite_content(), invitee)
+        if invitee.split(":", 1)[1] != d.server_name:
+            await invite_remote_user(d, room_id, who.user_id, invitee, plan.invite_content())
+        else:
+            await send_event(d, room_id, who.user_id, "m.room.member", plan.invite_content(), invitee)
     return json_response({"room_id": room_id})
 
 

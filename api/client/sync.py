@@ -88,7 +88,7 @@ from roomactors.protocol.filters import (
 )
 from roomactors.protocol.redaction import redact_with_rules
 from roomactors.protocol.room_versions import get_rules
-from roomactors.protocol.visibility import stripped_state
+from roomactors.protocol.visibility import strip_state_events, stripped_state
 from storage import timeline, userdata
 from storage.accounts import current_stream_id
 from storage.rooms import StoredEvent, get_events
@@ -383,11 +383,18 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
         if not room_allowed(room_filter, room_id) or not (initial or room_id in changed):
             continue
         if m.membership in ("invite", "knock"):
-            current = timeline.get_current_state_ids(conn, room_id)
-            evs = get_events(conn, current.values())
-            by_key = {k: evs[v].json for k, v in current.items() if v in evs}
-            stripped = stripped_state(by_key)
             own = m.event
+            unsigned = own.get("unsigned") if isinstance(own.get("unsigned"), dict) else {}
+            remote_state = unsigned.get(f"{m.membership}_room_state")
+            if isinstance(remote_state, list):
+                # A room we are not in: the stripped state the inviting (or
+                # knocked-upon) server sent, pruned to the client schema.
+                stripped = strip_state_events(e for e in remote_state if isinstance(e, dict))
+            else:
+                current = timeline.get_current_state_ids(conn, room_id)
+                evs = get_events(conn, current.values())
+                by_key = {k: evs[v].json for k, v in current.items() if v in evs}
+                stripped = stripped_state(by_key)
             stripped.append({"type": own["type"], "state_key": own["state_key"], "sender": own["sender"],
                              "content": own["content"]})
             if m.membership == "invite":

@@ -8,3 +8,17 @@ from quart import Blueprint
 
 #: Registered by ``api.app.create_app``; each module appends its blueprint here.
 BLUEPRINTS: list[Blueprint] = []
+
+from .keys import bp as keys_bp  # noqa: E402  (public: /_matrix/key/v2/*)
+
+BLUEPRINTS.append(keys_bp)
+
+from .events import blueprint as events_bp  # noqa: E402  (/event, /state, /backfill ...)
+from .queries import blueprint as queries_bp, client_blueprint as openid_client_bp  # noqa: E402
+
+BLUEPRINTS.extend((events_bp, queries_bp, openid_client_bp))
+
+from .membership import blueprint as membership_bp  # noqa: E402  (make_*/send_*, invite)
+from .transactions import blueprint as transactions_bp  # noqa: E402  (/send)
+
+BLUEPRINTS.extend((membership_bp, transactions_bp))

@@ -80,6 +80,10 @@ from roomactors.room.messages import (
     MakeMembership,
     MembershipAccepted,
     MembershipTemplate,
+    ReceiveInvite,
+    PrepareEvent,
+    Prepared,
+    CommitPrepared,
     SubmitMembership,
     PduOutcome,
     SendEvent,
@@ -281,6 +285,12 @@ class RoomActor:
                 _reply(msg.reply, await self._on_submit_membership(msg))
             case AdoptRemoteRoom():
                 _reply(msg.reply, await self._on_adopt_remote_room(msg))
+            case ReceiveInvite():
+                _reply(msg.reply, await self._on_receive_invite(msg))
+            case PrepareEvent():
+                _reply(msg.reply, await self._send(msg.sender, msg.type, msg.content, msg.state_key, None, prepare_only=True))
+            case CommitPrepared():
+                _reply(msg.reply, await self._on_commit_prepared(msg))
             case CreateRoom():
                 _reply(msg.reply, await self._on_create_room(msg))
             case _:
@@ -291,6 +301,8 @@ class RoomActor:
     # ----------------------------------------------------------------------------------
 
     def _load(self, record: RoomRecord) -> None:
+        if CREATE_KEY not in record.current_state:
+            return  # only an invite/knock outlier is held: not a room we are in
         self._version = record.room_version
         self._rules = get_rules(record.room_version)
         self._current = dict(record.current_state)
@@ -405,8 +417,15 @@ class RoomActor:
         return await self._send(msg.sender, msg.type, msg.content, msg.state_key, msg.txn)
 
     async def _send(
-        self, sender: UserId, type: str, content: dict[str, Any], state_key: str | None, txn: TxnRecord | None
-    ) -> SendResult | Forbidden | BadEvent | UnknownRoom:
+        self,
+        sender: UserId,
+        type: str,
+        content: dict[str, Any],
+        state_key: str | None,
+        txn: TxnRecord | None,
+        *,
+        prepare_only: bool = False,
+    ) -> Any:
         """Build, sign, authorise and commit one local event (SendEvent and CreateRoom)."""
         if self._version is None or self._rules is None:
             return UnknownRoom(room_id=self._room_id)
@@ -457,6 +476,13 @@ class RoomActor:
                 check_auth(event, await self.auth_state(event, state), version, create_event_id=self._create_hint())
             except AuthError as e:
                 return Forbidden(error=e.message, rule=e.rule)
+        if prepare_only:
+            return Prepared(
+                room_version=version,
+                event_id=EventId(event_id),
+                pdu=event,
+                state_events={key: pdu_json for key, e in self._current.items() if (pdu_json := self._current_events.get(e))},
+            )
 
         own = {(pdu.type, pdu.state_key): event_id} if pdu.state_key is not None else {}
         joined_before = self._joined()
@@ -853,6 +879,57 @@ class RoomActor:
         if self._on_commit is not None:
             self._on_commit(self._room_id, stream_ordering, join.json)
         return SendResult(event_id=EventId(join.event_id), stream_ordering=stream_ordering)
+
+    async def _on_receive_invite(self, msg: ReceiveInvite) -> SendResult | Forbidden:
+        """An invite of one of our users from another server (``/invite``)."""
+        try:
+            pdu = parse_pdu(msg.pdu, msg.room_version)
+        except InvalidEvent as e:
+            return Forbidden(error=str(e), rule=e.rule)
+        if self._version is not None:
+            if self._version != msg.room_version:
+                return Forbidden(error=f"room {self._room_id} has version {self._version}", rule=None)
+            outcome = await self._receive_remote(msg.pdu, msg.origin)
+            known = (await self.known_events([pdu.event_id])).get(pdu.event_id)
+            if known is None or known.rejected or known.stream_ordering is None:
+                return Forbidden(error=f"the invite was not accepted: {outcome.reason or outcome.status}", rule=None)
+            return SendResult(event_id=EventId(pdu.event_id), stream_ordering=known.stream_ordering)
+        existing = (await self.known_events([pdu.event_id])).get(pdu.event_id)
+        if existing is not None and existing.stream_ordering is not None:
+            return SendResult(event_id=EventId(pdu.event_id), stream_ordering=existing.stream_ordering)
+        # A room we do not hold: the invite alone, as an outlier that is the
+        # invitee's membership (what /sync shows, with its invite_room_state).
+        assert pdu.state_key is not None
+        cp = Checkpoint(
+            room_id=self._room_id,
+            room_version=msg.room_version,
+            events=(NewEvent(
+                event_id=pdu.event_id, room_id=self._room_id, json=pdu.json, depth=pdu.depth, type=pdu.type,
+                state_key=pdu.state_key, sender=pdu.sender, origin_server_ts=pdu.origin_server_ts,
+                prev_events=tuple(pdu.prev_events), auth_events=tuple(pdu.auth_events), outlier=True,
+            ),),
+            forward_extremities=None,
+            current_state_delta={(pdu.type, pdu.state_key): pdu.event_id},
+        )
+        orderings = await self._db.write(store.checkpoint, cp)
+        if self._on_commit is not None:
+            self._on_commit(self._room_id, orderings[pdu.event_id], pdu.json)
+        return SendResult(event_id=EventId(pdu.event_id), stream_ordering=orderings[pdu.event_id])
+
+    async def _on_commit_prepared(self, msg: CommitPrepared) -> SendResult | Forbidden | UnknownRoom:
+        if self._version is None:
+            return UnknownRoom(room_id=self._room_id)
+        joined_before = self._joined()
+        outcome = await self._receive_remote(msg.pdu, self._server_name, fill_gaps=False)
+        if outcome.status != "accepted" or outcome.event_id is None:
+            return Forbidden(error=f"the event was not accepted: {outcome.reason or outcome.status}", rule=None)
+        known = (await self.known_events([outcome.event_id]))[outcome.event_id]
+        assert known.stream_ordering is not None
+        if self._on_outbound is not None:
+            destinations = (joined_before | self._joined()) - {self._server_name}
+            if destinations:
+                self._on_outbound(self._room_id, known.stream_ordering, known.json, destinations)
+        return SendResult(event_id=outcome.event_id, stream_ordering=known.stream_ordering)
 
     def _joined(self) -> frozenset[str]:
         """Servers with a joined member in the current state (cached until the

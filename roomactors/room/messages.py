@@ -61,6 +61,10 @@ __all__ = [
     "SubmitMembership",
     "MembershipAccepted",
     "AdoptRemoteRoom",
+    "ReceiveInvite",
+    "PrepareEvent",
+    "Prepared",
+    "CommitPrepared",
 ]
 
 StateKey = tuple[str, str]
@@ -308,6 +312,54 @@ class AdoptRemoteRoom:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiveInvite:
+    """``/invite``: a remote server invites one of our users; ``pdu`` is checked
+    (steps 1-3) and co-signed, with ``unsigned.invite_room_state``. In a room we
+    hold it is received like any PDU; otherwise it is stored as an outlier that
+    makes the user's membership ``invite``. Replies ``SendResult`` or ``Forbidden``."""
+
+    room_version: str
+    pdu: dict[str, Any]
+    origin: str
+    reply: trio.MemorySendChannel[SendResult | Forbidden]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prepared:
+    """A local event built, signed and authorised on the current state, not
+    committed; ``state_events`` are the current state's PDUs (for
+    ``invite_room_state``)."""
+
+    room_version: str
+    event_id: EventId
+    pdu: dict[str, Any]
+    state_events: Mapping[StateKey, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareEvent:
+    """Build and authorise a local event without committing it (an invite of
+    another server's user must be co-signed by that server first). Replies
+    ``Prepared``, ``Forbidden``, ``BadEvent`` or ``UnknownRoom``."""
+
+    sender: UserId
+    type: str
+    content: dict[str, Any]
+    state_key: str | None = None
+    reply: trio.MemorySendChannel[Prepared | Forbidden | BadEvent | UnknownRoom]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitPrepared:
+    """Commit a prepared local event (now carrying other servers' signatures too):
+    checks 4-6 run again on the state of the moment, then it is sent to the
+    servers in the room. Replies ``SendResult``, ``Forbidden`` or ``UnknownRoom``."""
+
+    pdu: dict[str, Any]
+    reply: trio.MemorySendChannel[SendResult | Forbidden | UnknownRoom]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stop:
     """Stop if nothing else is waiting in the mailbox (the registry's memory budget).
     The room reloads from SQLite on its next message. No reply."""
@@ -323,5 +375,8 @@ RoomMessage = Union[
     MakeMembership,
     SubmitMembership,
     AdoptRemoteRoom,
+    ReceiveInvite,
+    PrepareEvent,
+    CommitPrepared,
     Stop,
 ]

@@ -1,0 +1,182 @@
+"""``PUT /_matrix/federation/v1/send/{txnId}``: inbound transactions of PDUs and EDUs
+(server-server API "Transactions", "Checks performed on receipt of a PDU",
+"Ephemeral Data Units"; transactions.yaml).
+
+Theory of operation
+-------------------
+::
+
+    X-Matrix verified (x_matrix.federation_route)      ─► else 401 M_UNAUTHORIZED
+    body: JSON object, ≤ 50 PDUs, ≤ 100 EDUs            ─► else 400 M_NOT_JSON / M_BAD_JSON
+    (origin, txnId) answered before?                    ─► the same answer, nothing redone
+    per PDU: room known? ACL allows origin? steps 1-3   ─► {"error": …} for that PDU
+    ONE db.write: stage the PDUs + record the answer    ─► durable from here
+    wake each room's actor (IngestStaged, coalesced)
+    EDUs: typing, receipts (applied now; they are ephemeral)
+    200 {"pdus": {event_id: {} | {"error": …}}}
+
+Steps 1-3 (format, signatures, content hash: redact on mismatch) run here in
+parallel with one key-service call for the batch (``roomactors.inbound``); steps
+4-6 run in the room's actor when it drains the staging area, after the answer, as
+the spec allows ("the receiving server ... SHOULD process the transaction
+asynchronously"). A PDU accepted into staging is therefore answered ``{}``; a
+later rejection is the room's business, not the sender's.
+
+A room whose mailbox is full does not lose the wake: its ID goes into
+``deps.staging_flags``, which the actor checks after every message.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+import trio
+from quart import Blueprint
+
+from api.body import json_body
+from api.deps import Deps, deps
+from api.errors import bad_json
+from api.federation.x_matrix import federation_route
+from api.responses import json_response
+from roomactors.inbound import CheckedPdu, check_pdus
+from roomactors.protocol.ids import RoomId
+from roomactors.protocol.server_acl import server_acl_allows
+from roomactors.registry import MailboxFull, RegistryClosed, RoomQuarantined
+from roomactors.room.messages import IngestStaged
+from storage import staging, userdata
+
+__all__ = ["blueprint", "MAX_PDUS", "MAX_EDUS", "wake_room"]
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("federation_transactions", __name__)
+
+#: server-server API "Transactions": "at most 50 PDUs and 100 EDUs".
+MAX_PDUS = 50
+MAX_EDUS = 100
+
+
+async def wake_room(d: Deps, room_id: str) -> None:
+    """Tell the room's actor that staging holds PDUs for it (coalesced, never lost)."""
+    d.staging_flags.add(RoomId(room_id))
+    try:
+        handle = await d.registry.get(RoomId(room_id))
+        handle.send_nowait(IngestStaged())
+    except (MailboxFull, trio.WouldBlock):
+        pass  # the flag above makes the actor drain after its current message
+    except (RoomQuarantined, RegistryClosed) as e:
+        log.warning("staged PDUs for %s wait: %s", room_id, e)
+
+
+@federation_route(blueprint, "/send/<txn_id>", ["PUT"])
+async def send_transaction(origin: str, txn_id: str) -> Any:
+    d = deps()
+    body = await json_body()
+    pdus = body.get("pdus", [])
+    edus = body.get("edus", [])
+    if not isinstance(pdus, list) or not isinstance(edus, list):
+        raise bad_json("pdus and edus must be arrays")
+    if len(pdus) > MAX_PDUS or len(edus) > MAX_EDUS:
+        raise bad_json(f"a transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs")
+    if d.sender is not None:
+        d.sender.wake(origin)  # it is up: retry anything queued for it now
+
+    earlier = await d.db.read(staging.get_received_transaction, origin, txn_id)
+    if earlier is not None:
+        return json_response(earlier)
+
+    room_ids = {p.get("room_id") for p in pdus if isinstance(p, dict) and isinstance(p.get("room_id"), str)}
+    versions, acls = await d.db.read(_rooms_info, room_ids)
+    allowed = {r: v for r, v in versions.items() if server_acl_allows(acls.get(r), origin)}
+    results = await check_pdus(pdus, allowed, d.keys)
+
+    answer: dict[str, dict[str, str]] = {}
+    to_stage: list[staging.ToStage] = []
+    for raw, result in zip(pdus, results):
+        if isinstance(result, CheckedPdu):
+            answer[result.event_id] = {}
+            to_stage.append(staging.ToStage(room_id=result.room_id, event_id=result.event_id, json=result.json))
+            continue
+        room_id = raw.get("room_id") if isinstance(raw, dict) else None
+        error = result.reason
+        if isinstance(room_id, str) and room_id in versions and room_id not in allowed:
+            error = f"server {origin} is denied by the room's m.room.server_acl"
+        key = result.event_id or (raw.get("event_id") if isinstance(raw, dict) else None)
+        if isinstance(key, str):
+            answer[key] = {"error": error}
+        else:
+            log.info("dropped a PDU from %s without an event ID: %s", origin, error)
+    response = {"pdus": answer}
+    response = await d.db.write(
+        partial(
+            staging.stage_transaction,
+            origin=origin,
+            txn_id=txn_id,
+            pdus=to_stage,
+            response=response,
+            now_ms=d.clock.time_ms(),
+        )
+    )
+    for room_id in dict.fromkeys(p.room_id for p in to_stage):
+        await wake_room(d, room_id)
+    await _apply_edus(d, origin, edus, allowed_rooms=versions, acls=acls)
+    return json_response(response)
+
+
+def _rooms_info(conn: Any, room_ids: set[str]) -> tuple[dict[str, str], dict[str, Any]]:
+    return staging.room_versions(conn, room_ids), staging.server_acls(conn, room_ids)
+
+
+async def _apply_edus(d: Deps, origin: str, edus: list[Any], *, allowed_rooms: dict[str, str], acls: dict[str, Any]) -> None:
+    """EDUs ("Ephemeral Data Units"): typing and read receipts of the origin's own
+    users, in rooms we hold whose ACL allows the origin. Others (presence, device
+    lists, to-device) are not handled yet and are dropped, as unknown EDUs are."""
+    receipts: list[tuple[str, str, str, str, str]] = []
+    for edu in edus:
+        if not isinstance(edu, dict) or not isinstance(edu.get("content"), dict):
+            continue
+        edu_type, content = edu.get("edu_type"), edu["content"]
+        if edu_type == "m.typing":
+            room_id, user_id, typing = content.get("room_id"), content.get("user_id"), content.get("typing")
+            if (
+                isinstance(room_id, str)
+                and isinstance(user_id, str)
+                and isinstance(typing, bool)
+                and _from(origin, user_id)
+                and room_id in allowed_rooms
+                and server_acl_allows(acls.get(room_id), origin)
+            ):
+                d.typing.set_typing(room_id, user_id, typing, 30_000 if typing else None)
+        elif edu_type == "m.receipt":
+            for room_id, by_type in content.items():
+                if room_id not in allowed_rooms or not server_acl_allows(acls.get(room_id), origin):
+                    continue
+                if not isinstance(by_type, dict):
+                    continue
+                for receipt_type, by_user in by_type.items():
+                    if receipt_type != "m.read" or not isinstance(by_user, dict):
+                        continue  # m.read.private never federates
+                    for user_id, receipt in by_user.items():
+                        if not _from(origin, user_id) or not isinstance(receipt, dict):
+                            continue
+                        event_ids = receipt.get("event_ids")
+                        data = receipt.get("data") if isinstance(receipt.get("data"), dict) else {}
+                        thread = data.get("thread_id") if isinstance(data.get("thread_id"), str) else ""
+                        if isinstance(event_ids, list) and event_ids and isinstance(event_ids[0], str):
+                            receipts.append((room_id, receipt_type, user_id, thread, event_ids[0]))
+    if receipts:
+        now = d.clock.time_ms()
+        await d.db.write(_store_receipts, receipts, now)
+        for room_id in {r[0] for r in receipts}:
+            d.notifier.notify(room_id)
+
+
+def _store_receipts(conn: Any, receipts: list[tuple[str, str, str, str, str]], now: int) -> None:
+    for room_id, receipt_type, user_id, thread, event_id in receipts:
+        userdata.set_receipt(conn, room_id, receipt_type, user_id, thread, event_id, now)
+
+
+def _from(origin: str, user_id: Any) -> bool:
+    return isinstance(user_id, str) and user_id.startswith("@") and user_id.split(":", 1)[-1] == origin
