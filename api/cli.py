@@ -10,6 +10,10 @@ Subcommands:
 * ``register-user [-c settings.toml] --user LOCALPART --password PW [--admin]
   [--url BASE]``: create an account through the Synapse-compatible shared-secret
   admin API (below).
+* ``rotate-key [-c settings.toml]``: retire the signing key and write a new one
+  (``api.signing_key.rotate_signing_key``); the old verify key is kept in
+  ``<signing_key_path>.old`` and published under ``old_verify_keys``. Restart the
+  server afterwards.
 * ``version``: print ``roomactors <version>`` from the installed distribution's
   metadata (``0+unknown`` when running from an uninstalled source tree).
 
@@ -169,6 +173,14 @@ def _parser() -> argparse.ArgumentParser:
         help="client API base URL (default: [server] public_baseurl, else the first client_bind)",
     )
 
+    rotate = commands.add_parser(
+        "rotate-key",
+        help="retire the signing key and write a new one (restart the server afterwards)",
+        description="Write a new signing key with a new key ID; the old verify key is kept in "
+        "<signing_key_path>.old and published under old_verify_keys.",
+    )
+    _add_config_option(rotate)
+
     commands.add_parser("version", help="print the installed version")
     return parser
 
@@ -184,6 +196,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return _generate_config(args, out)
     if args.command == "register-user":
         return _register_user(args, out)
+    if args.command == "rotate-key":
+        return _rotate_key(args, out)
 
     # args.command == "serve"; heavy imports stay here so `version`/`--help` are quick.
     import trio
@@ -233,6 +247,8 @@ def _generate_config(args: argparse.Namespace, out: TextIO) -> int:
     values["server"]["signing_key_path"] = path_value(data_dir / "signing.key")
     values["http"]["client_bind"] = [f"127.0.0.1:{args.client_port}"]
     values["database"]["path"] = path_value(data_dir / "roomactors.db")
+    values["federation"]["tls_certificate_path"] = path_value(data_dir / "federation.crt")
+    values["federation"]["tls_private_key_path"] = path_value(data_dir / "federation.key")
     values["registration"]["enabled"] = args.open_registration
     values["registration"]["shared_secret"] = secrets.token_urlsafe(32)
     try:
@@ -271,6 +287,14 @@ def _generate_config(args: argparse.Namespace, out: TextIO) -> int:
             key_message = f"wrote a new signing key ed25519:{key.version} to {key_path}"
     except SigningKeyError as e:
         return _error(str(e), status=1)
+    from api.tls import TlsFilesError, ensure_tls_files
+
+    fed = settings.federation
+    try:
+        # Self-signed, for a first start; existing files (an operator's CA-signed pair) are kept.
+        tls_written = ensure_tls_files(fed.tls_certificate_path, fed.tls_private_key_path, args.server_name)
+    except TlsFilesError as e:
+        return _error(str(e), status=1)
     try:
         _write_private(output, text, replace=args.force)
     except FileExistsError:
@@ -279,6 +303,12 @@ def _generate_config(args: argparse.Namespace, out: TextIO) -> int:
         return _error(f"{output}: cannot write settings file: {e.strerror}", status=1)
 
     print(key_message, file=out)
+    if tls_written:
+        print(
+            f"wrote a self-signed federation TLS certificate to {fed.tls_certificate_path} "
+            "(replace it with a CA-signed one for open federation)",
+            file=out,
+        )
     print(f"wrote {output} (mode 0600: it holds the registration shared secret)", file=out)
     if args.federation_port is not None:
         _note(
@@ -379,6 +409,30 @@ def _write_private(path: Path, text: str, *, replace: bool) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# rotate-key -----------------------------------------------------------------------
+
+
+def _rotate_key(args: argparse.Namespace, out: TextIO) -> int:
+    import time
+
+    from api.settings import SettingsError, load_settings
+    from api.signing_key import SigningKeyError, old_keys_path, rotate_signing_key
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as e:
+        return _error(str(e), status=2)
+    path = settings.server.signing_key_path
+    try:
+        new, retired = rotate_signing_key(path, now_ms=int(time.time() * 1000))
+    except SigningKeyError as e:
+        return _error(str(e), status=1)
+    print(f"retired {retired.key_id} (kept in {old_keys_path(path)})", file=out)
+    print(f"wrote a new signing key ed25519:{new.version} to {path}", file=out)
+    print("restart the server to start signing with it", file=out)
+    return 0
 
 
 # register-user --------------------------------------------------------------------

@@ -9,6 +9,7 @@ except its HTTP listener (``api.server.serve`` adds hypercorn; tests and
     open_homeserver
     ├── Database.open             writer thread + readers (migrated)
     └── nursery
+        ├── SenderHub.run         one DestinationQueue task per remote server ([federation] enabled)
         ├── RoomRegistry.run      one task per loaded room actor
         └── TypingService.run     typing timeouts
 
@@ -19,6 +20,11 @@ finishes the messages already queued and checkpoints them), then the remaining
 service tasks are cancelled, then the database drains its write queue and closes.
 Room actors report each commit to the notifier (``on_commit``), which wakes the
 /sync long-polls for that room and, for membership events, for that user.
+
+With ``[federation] enabled`` the outbound ``FederationClient`` signs every request
+and sends it through an ``HttpsTransport`` (spec server discovery, the IP
+deny-list, TLS); ``open_homeserver(..., federation_transport=...)`` swaps the
+transport (the in-process test network). The HTTPS transport is closed at shutdown.
 """
 
 from __future__ import annotations

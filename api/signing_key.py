@@ -19,18 +19,38 @@ fresh key gets the version ``a_`` plus four random letters or digits, as Synapse
   ``SigningKeyError`` naming the path.
 * ``load_or_create_signing_key(path)`` is what startup calls: it loads the key,
   or on the very first start generates, writes and logs one.
+* ``rotate_signing_key(path, now_ms=...)`` (``roomactors rotate-key``) retires the
+  current key and writes a new one with a new key ID. The retired verify key is
+  appended to a sidecar file ``<path>.old`` first (one JSON object a line:
+  ``{"key_id", "key", "expired_ts"}``; public keys only), then the key file is
+  replaced atomically (temp file, fsync, rename). A crash between the two leaves
+  the still-current key listed as old, which readers skip (an old key with the
+  current key's ID is ignored). ``load_old_verify_keys(path)`` reads the sidecar;
+  the key service publishes those keys under ``old_verify_keys`` (s2s "Publishing
+  Keys") so events signed with them still verify.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import string
+import tempfile
 from pathlib import Path
 
-from signedjson.key import generate_signing_key as _generate, read_signing_keys, write_signing_keys
+from signedjson.key import (
+    decode_verify_key_bytes,
+    generate_signing_key as _generate,
+    get_verify_key,
+    read_signing_keys,
+    write_signing_keys,
+)
 from signedjson.types import SigningKey
+
+from roomactors.protocol.b64 import decode_base64, encode_base64
+from roomactors.protocol.server_keys import OldVerifyKey, key_id_of
 
 __all__ = [
     "SigningKeyError",
@@ -38,6 +58,9 @@ __all__ = [
     "load_or_create_signing_key",
     "load_signing_key",
     "write_signing_key",
+    "old_keys_path",
+    "load_old_verify_keys",
+    "rotate_signing_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,6 +139,82 @@ def load_or_create_signing_key(path: str | Path) -> SigningKey:
             log.info("generated a new signing key ed25519:%s in %s", key.version, path)
             return key
     return load_signing_key(path)
+
+
+def old_keys_path(path: str | Path) -> Path:
+    """The sidecar file of retired verify keys: ``<path>.old``."""
+    path = Path(path)
+    return path.with_name(path.name + ".old")
+
+
+def load_old_verify_keys(path: str | Path) -> list[OldVerifyKey]:
+    """The keys retired from the key file at ``path`` (``[]`` if none ever were)."""
+    old_path = old_keys_path(path)
+    try:
+        text = old_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as e:
+        raise SigningKeyError(f"{old_path}: cannot read old verify keys: {e}") from None
+    keys: dict[str, OldVerifyKey] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            key_id, key_b64, expired_ts = entry["key_id"], entry["key"], entry["expired_ts"]
+            if not isinstance(key_id, str) or not isinstance(expired_ts, int) or isinstance(expired_ts, bool):
+                raise TypeError("wrong field types")
+            verify_key = decode_verify_key_bytes(key_id, decode_base64(key_b64))
+        except (ValueError, KeyError, TypeError) as e:
+            raise SigningKeyError(
+                f"{old_path}: line {number}: malformed old verify key "
+                f"(expected {{\"key_id\": ..., \"key\": ..., \"expired_ts\": ...}}): {e}"
+            ) from None
+        keys[key_id] = OldVerifyKey(key_id, verify_key, expired_ts)  # a later line wins
+    return list(keys.values())
+
+
+def rotate_signing_key(path: str | Path, *, now_ms: int) -> tuple[SigningKey, OldVerifyKey]:
+    """Retire the key at ``path`` (expired at ``now_ms``) and write a new one with an
+    unused key ID; return ``(new key, retired key)``. See the module docstring."""
+    path = Path(path)
+    current = load_signing_key(path)
+    used = {key_id_of(current), *(k.key_id for k in load_old_verify_keys(path))}
+    new = generate_signing_key()
+    while key_id_of(new) in used:
+        new = generate_signing_key()
+    retired = OldVerifyKey(key_id_of(current), get_verify_key(current), now_ms)
+    line = json.dumps(
+        {"key_id": retired.key_id, "key": encode_base64(retired.verify_key.encode()), "expired_ts": now_ms}
+    )
+    old_path = old_keys_path(path)
+    try:
+        fd = os.open(old_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        with os.fdopen(fd, "a", encoding="utf-8") as stream:
+            stream.write(line + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+    except OSError as e:
+        raise SigningKeyError(f"{old_path}: cannot record the retired key: {e.strerror}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    except OSError as e:
+        raise SigningKeyError(f"{path}: cannot write the new signing key: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as stream:
+            write_signing_keys(stream, [new])
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise SigningKeyError(f"{path}: cannot write the new signing key: {e.strerror}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("rotated signing key %s -> %s in %s", retired.key_id, key_id_of(new), path)
+    return new, retired
 
 
 _MALFORMED = "malformed signing key file (expected a line 'ed25519 <version> <base64 key>')"

@@ -36,6 +36,7 @@ from urllib.parse import quote
 import trio
 
 from roomactors.protocol.errors import InvalidEvent, SignatureError
+from roomactors.protocol.hashing import compute_event_id_with_rules
 from roomactors.protocol.pdu import parse_pdu
 from roomactors.protocol.redaction import redact
 from roomactors.protocol.room_versions import get_rules
@@ -119,6 +120,12 @@ async def check_pdus(
             _wanted_keys(pdu.json, rules, wanted)
         except InvalidEvent as e:
             event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+            if event_id is None:
+                # v3+: name the dropped PDU in the /send answer by its derived ID.
+                try:
+                    event_id = compute_event_id_with_rules(raw, rules)
+                except (InvalidEvent, ValueError, TypeError):
+                    event_id = None
             parsed.append(Invalid(event_id=event_id, reason=f"step 1: {e}"))
             continue
         parsed.append((pdu, version))
@@ -229,6 +236,22 @@ class RemoteEvents:
             },
         )
         return await self._checked(body.get("events") if isinstance(body, dict) else None, room_id, room_version)
+
+    async def backfill(
+        self, destination: str, room_id: str, v: Sequence[str], limit: int, room_version: str
+    ) -> list[CheckedPdu]:
+        """``GET /_matrix/federation/v1/backfill/{roomId}?v=…&limit=…`` (backfill.yaml):
+        the ``v`` events and those before them, at most ``limit``, each checked
+        (steps 1-3)."""
+        body = await self._get(
+            destination,
+            f"/_matrix/federation/v1/backfill/{path_segment(room_id)}",
+            query={"v": list(v), "limit": str(limit)},
+        )
+        pdus = body.get("pdus") if isinstance(body, dict) else None
+        if isinstance(pdus, list):
+            pdus = pdus[:limit]
+        return await self._checked(pdus, room_id, room_version)
 
     async def state_ids(self, destination: str, room_id: str, event_id: str) -> tuple[list[str], list[str]] | None:
         """``GET /_matrix/federation/v1/state_ids/{roomId}?event_id=``: the IDs of the

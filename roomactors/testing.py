@@ -28,7 +28,9 @@ its own ``trio.run`` in a background thread and hands back a
 error that ended the server thread is raised again by ``stop()``.
 
 Defaults: ``server_name`` ``localhost``; open registration (``m.login.dummy``);
-rate limits off; a random shared secret, used by ``register_user()`` through the
+rate limits off; the federation listener on an ephemeral ``127.0.0.1`` TLS port
+(self-signed certificate in the data directory; ``api.server.serve`` reports its
+URL after the client one); a random shared secret, used by ``register_user()`` through the
 Synapse-compatible ``/_synapse/admin/v1/register`` (so ``admin=True`` works);
 ``graceful_timeout_s`` 1. ``settings_overrides`` is merged over these, one
 ``settings.toml`` section at a time (``{"registration": {"enabled": False}}``), and
@@ -36,9 +38,19 @@ validated by ``api.settings.parse_settings`` like a real settings file. A given
 ``data_dir`` is kept after ``stop()``, so a second server on the same directory
 sees the first one's data (restart tests).
 
+Federation: ``open_test_network(n)`` runs ``hs1``…``hsN`` in the caller's trio run,
+joined by an in-process network with faults (``roomactors.testing_network``, whose
+public names are re-exported here)::
+
+    async with open_test_network(2) as net:
+        alice = await net["hs1"].register("alice")
+        net.partition({"hs1"}, {"hs2"}); ...; net.heal()
+        await net.settle()
+
 pytest
 ------
-Two fixtures, defined when pytest is importable:
+Three fixtures, defined when pytest is importable (``roomactors_network`` gives
+``hs1`` and ``hs2`` on an in-process network):
 
 * ``roomactors_homeserver``: a :class:`TestHomeserver` in the test's trio run
   (needs pytest-trio: ``trio_mode = true`` or ``@pytest.mark.trio``);
@@ -75,7 +87,13 @@ if TYPE_CHECKING:
     from roomactors.clock import Clock
 
 __all__ = [
+    "FaultRule",
     "HomeserverError",
+    "InProcessNetwork",
+    "NetworkHomeserver",
+    "NetworkRequest",
+    "NetworkTransport",
+    "open_test_network",
     "RegisteredUser",
     "TestHomeserver",
     "ThreadedHomeserver",
@@ -124,6 +142,9 @@ def homeserver_settings(
         "database": {"path": "roomactors.db"},
         "registration": {"enabled": True, "shared_secret": secrets.token_urlsafe(24)},
         "ratelimit": {"enabled": False},
+        # Federation on an ephemeral loopback TLS port, with a self-signed pair made
+        # in the data directory at startup (never the fixed default port 8448).
+        "federation": {"bind": ["127.0.0.1:0"]},
     }
     for section, values in (settings_overrides or {}).items():
         sections.setdefault(section, {}).update(values)
@@ -142,6 +163,8 @@ class TestHomeserver:
         self.data_dir = data_dir
         #: ``http://127.0.0.1:PORT``, without a trailing slash; set once serving.
         self.base_url: str = ""
+        #: ``https://127.0.0.1:PORT`` of the federation TLS listener ("" if none); set once serving.
+        self.federation_url: str = ""
         self._remove_data_dir = remove_data_dir
         self._stop = trio.Event()
         self._stopped = trio.Event()
@@ -215,6 +238,7 @@ class _OnStarted:
 
     def started(self, binds: list[str]) -> None:
         self._homeserver.base_url = binds[0].rstrip("/")
+        self._homeserver.federation_url = next((b.rstrip("/") for b in binds[1:] if b.startswith("https://")), "")
         self._outer.started(self._homeserver)
 
 
@@ -427,3 +451,22 @@ if pytest is not None:
         """A fresh homeserver in a background thread, for sync and asyncio tests."""
         with homeserver_in_thread() as homeserver:
             yield homeserver
+
+    @pytest.fixture
+    async def roomactors_network() -> AsyncIterator[InProcessNetwork]:
+        """Two homeservers, ``hs1`` and ``hs2``, on an in-process network (pytest-trio)."""
+        async with open_test_network(2) as network:
+            yield network
+
+
+# ------------------------------------------------------------------ N servers, one network
+# Re-exported so this module stays the one entry point; testing_network imports this
+# module only inside functions, so there is no import cycle.
+from roomactors.testing_network import (  # noqa: E402
+    FaultRule,
+    InProcessNetwork,
+    NetworkHomeserver,
+    NetworkRequest,
+    NetworkTransport,
+    open_test_network,
+)

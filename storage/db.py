@@ -155,6 +155,7 @@ class DatabaseStatistics:
     last_batch: int  # jobs in the most recent transaction
     reads: int  # read calls started
     readers: int  # reader connections (and concurrent reads) at most
+    in_flight: int = 0  # write and read calls awaiting their thread's result now
 
 
 @dataclass(slots=True, eq=False)
@@ -189,6 +190,7 @@ class Database:
         self._failed_writes = 0
         self._last_batch = 0
         self._reads = 0
+        self._in_flight = 0  # touched only from the trio thread
         self.schema_version = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -251,8 +253,12 @@ class Database:
             raise trio.ClosedResourceError("the database is closed")
         job = _Job(fn, args)
         self._jobs.put(job)
-        with trio.CancelScope(shield=True):
-            await job.done.wait()
+        self._in_flight += 1
+        try:
+            with trio.CancelScope(shield=True):
+                await job.done.wait()
+        finally:
+            self._in_flight -= 1
         assert job.result is not None
         return job.result.unwrap()
 
@@ -261,7 +267,11 @@ class Database:
         if self._closed:
             raise trio.ClosedResourceError("the database is closed")
         self._reads += 1
-        return await trio.to_thread.run_sync(self._read_in_thread, fn, args, limiter=self._read_limiter)
+        self._in_flight += 1
+        try:
+            return await trio.to_thread.run_sync(self._read_in_thread, fn, args, limiter=self._read_limiter)
+        finally:
+            self._in_flight -= 1
 
     def statistics(self) -> DatabaseStatistics:
         return DatabaseStatistics(
@@ -273,6 +283,7 @@ class Database:
             last_batch=self._last_batch,
             reads=self._reads,
             readers=self._readers,
+            in_flight=self._in_flight,
         )
 
     # ------------------------------------------------------------ worker threads

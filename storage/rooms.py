@@ -149,6 +149,9 @@ class NewEvent:
     state_delta: Mapping[StateKey, str | None] = field(default_factory=dict)  # None removes a key
     # For an accepted m.room.redaction: the event it redacts (written to `redactions`).
     redacts: str | None = None
+    # An explicit stream ordering (backfilled history: negative, below every other
+    # event; see storage/backfill.py). None: the next AUTOINCREMENT value.
+    stream_ordering: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,6 +327,7 @@ _EVENT_COLUMNS = (
     "state_after_ref",
 )
 _INSERT_EVENT = _sql(sa.insert(events), *_EVENT_COLUMNS)
+_INSERT_EVENT_AT = _sql(sa.insert(events), *_EVENT_COLUMNS, "stream_ordering")
 _INSERT_EDGE = _sql(sa.insert(event_edges), "event_id", "prev_event_id")
 _INSERT_AUTH_EDGE = _sql(sa.insert(event_auth_edges), "event_id", "auth_event_id")
 _INSERT_SNAPSHOT = _sql(sa.insert(state_snapshots), "event_id", "room_id", "base_ref", "chain_length", "seq")
@@ -555,7 +559,10 @@ def checkpoint(conn: sa.Connection, cp: Checkpoint) -> dict[str, int]:
     auth_edges: list[dict[str, str]] = []
     for ev, state_ref in zip(cp.events, state_refs):
         try:
-            cursor = raw.execute(_INSERT_EVENT, _event_row(ev, state_ref))
+            if ev.stream_ordering is None:
+                cursor = raw.execute(_INSERT_EVENT, _event_row(ev, state_ref))
+            else:
+                cursor = raw.execute(_INSERT_EVENT_AT, {**_event_row(ev, state_ref), "stream_ordering": ev.stream_ordering})
         except sqlite3.IntegrityError as exc:
             if exc.sqlite_errorname != "SQLITE_CONSTRAINT_UNIQUE":
                 raise

@@ -35,6 +35,7 @@ HTTP_STACK = frozenset({"quart", "quart_trio", "hypercorn"})
 #: server; runtime code never belongs here.
 COMPOSITION_ENTRY_POINTS = {
     "roomactors.testing": "embedded test mode: starts api.server.serve for tests, like api.cli does",
+    "roomactors.testing_network": "embedded test mode: N homeservers on an in-process network (open_homeserver)",
 }
 
 

@@ -25,13 +25,24 @@ from api.deps import Deps, deps
 from api.errors import MatrixError, forbidden, not_found
 from api.responses import json_response
 from api.routes import client_route
-from storage import accounts, timeline, userdata
+from storage import accounts, federation_reads, timeline, userdata
 
 __all__ = ["blueprint", "note_presence", "CURRENTLY_ACTIVE_MS"]
 
 blueprint = Blueprint("ephemeral", __name__)
 
 _RECEIPT_TYPES = ("m.read", "m.read.private", "m.fully_read")
+
+
+async def _federate(d: Deps, room_id: str, edu_type: str, content: dict, key: object) -> None:
+    """Send an EDU to every other server with a joined member in the room
+    (server-server API "Typing Notifications", "Receipts"); no-op without federation.
+    The sender coalesces by ``key``: only the newest pending one goes out."""
+    if d.sender is None:
+        return
+    for server in await d.db.read(federation_reads.joined_servers, room_id):
+        if server != d.server_name:
+            d.sender.send_edu(destination=server, edu_type=edu_type, content=content, key=key)
 
 
 async def _require_joined(d: Deps, room_id: str, user_id: str) -> None:
@@ -53,6 +64,8 @@ async def typing(room_id: str, user_id: str):
     timeout = get_int(body, "timeout", 30_000)
     await _require_joined(d, room_id, who.user_id)
     d.typing.set_typing(room_id, who.user_id, is_typing, timeout)
+    await _federate(d, room_id, "m.typing", {"room_id": room_id, "user_id": who.user_id, "typing": is_typing},
+                    ("m.typing", room_id, who.user_id))
     return json_response({})
 
 
@@ -61,8 +74,15 @@ async def _set_receipt(d: Deps, room_id: str, user_id: str, receipt_type: str, e
         await d.db.write(userdata.set_account_data, user_id, room_id, "m.fully_read", {"event_id": event_id})
         d.notifier.notify(user_id)
         return
-    await d.db.write(userdata.set_receipt, room_id, receipt_type, user_id, thread_id, event_id, d.clock.time_ms())
+    now = d.clock.time_ms()
+    await d.db.write(userdata.set_receipt, room_id, receipt_type, user_id, thread_id, event_id, now)
     d.notifier.notify(room_id)
+    if receipt_type == "m.read":  # m.read.private never federates
+        data: dict = {"ts": now}
+        if thread_id:
+            data["thread_id"] = thread_id
+        content = {room_id: {"m.read": {user_id: {"data": data, "event_ids": [event_id]}}}}
+        await _federate(d, room_id, "m.receipt", content, ("m.receipt", room_id, user_id, thread_id))
 
 
 @client_route(blueprint, "/rooms/<room_id>/receipt/<receipt_type>/<path:event_id>", ["POST"])

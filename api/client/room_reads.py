@@ -133,8 +133,11 @@ MAX_LIMIT = 1000
 #: with what it has (and an ``end`` to go on from).
 MAX_SCAN = 5000
 _MAX_POSITION = 2**63 - 2  # t<p + 1> must still fit SQLite's signed 64-bit integers
+#: Below every stream ordering: backfilled history has negative orderings
+#: (storage/backfill.py), so a walk with no lower bound starts here, not at 0.
+_MIN_POSITION = -(2**62)
 
-_T_TOKEN = re.compile(r"t([0-9]{1,19})\Z")
+_T_TOKEN = re.compile(r"t(-?[0-9]{1,19})\Z")
 _S_TOKEN = re.compile(r"s([0-9]{1,19})_[0-9]{1,19}_[0-9]{1,19}\Z")
 
 
@@ -151,9 +154,9 @@ def parse_position(text: str, name: str) -> int:
         if m is None:
             raise invalid_param(f"invalid {name} token {text!r}")
         value = int(m.group(1))
-    if value > _MAX_POSITION:
+    if value > _MAX_POSITION or value < _MIN_POSITION:
         raise invalid_param(f"invalid {name} token {text!r}")
-    return max(value, 0)
+    return value
 
 
 def position_token(position: int) -> str:
@@ -463,7 +466,7 @@ def compute_context(
     # event_context.yaml "limit": "The limit applies to the sum of the events_before
     # and events_after arrays."
     before_n = limit // 2
-    before = walk(conn, req.room_id, after=0, upto=ev.stream_ordering - 1, backwards=True,
+    before = walk(conn, req.room_id, after=_MIN_POSITION, upto=ev.stream_ordering - 1, backwards=True,
                   want=before_n, keep=keep)
     after = walk(conn, req.room_id, after=ev.stream_ordering, upto=viewer.cap, backwards=False,
                  want=limit - before_n, keep=keep)
@@ -513,13 +516,14 @@ def compute_messages(conn: sa.Connection, req: ReadRequest, q: MessagesQuery) ->
         if viewer.cap is not None:
             top = min(top, viewer.cap)
         start = q.from_token if q.from_token is not None else position_token(top)
-        result = walk(conn, req.room_id, after=q.to_pos or 0, upto=top, backwards=True, want=q.limit, keep=keep)
+        after = q.to_pos if q.to_pos is not None else _MIN_POSITION
+        result = walk(conn, req.room_id, after=after, upto=top, backwards=True, want=q.limit, keep=keep)
         if result.last is not None:
             end = position_token(result.last.stream_ordering - 1) if result.more else None
         else:
             end = position_token(top) if result.more else None
     else:
-        low = q.from_pos if q.from_pos is not None else 0
+        low = q.from_pos if q.from_pos is not None else _MIN_POSITION
         bounds = [b for b in (q.to_pos, viewer.cap) if b is not None]
         high = min(bounds) if bounds else None
         start = q.from_token if q.from_token is not None else position_token(low)
@@ -650,4 +654,39 @@ async def get_messages(room_id: str):
         limit=limit,
         filter=f,
     )
-    return json_response(await deps().db.read(compute_messages, req, q))
+    d = deps()
+    body = await d.db.read(compute_messages, req, q)
+    # Paging backwards past the history we hold: backfill from the servers in the
+    # room (server-server API "Backfilling and retrieving missing events"), then
+    # read the page again. Only when the walk ran out of rows (no ``end``), not
+    # when ``to`` bounded it.
+    rounds = 0
+    while (
+        q.backwards and q.to_pos is None and limit > 0 and "end" not in body
+        and len(body["chunk"]) < limit and rounds < _BACKFILL_ROUNDS
+    ):
+        rounds += 1
+        if not await _backfill(d, room_id, max(limit, _BACKFILL_MIN)):
+            break
+        body = await d.db.read(compute_messages, req, q)
+    return json_response(body)
+
+
+#: Events asked for per backfill (at least), and backfills per ``/messages`` request.
+_BACKFILL_MIN = 20
+_BACKFILL_ROUNDS = 3
+
+
+async def _backfill(d: Any, room_id: str, limit: int) -> bool:
+    """Ask the room's actor to backfill; True if it stored any history. A busy or
+    unreachable room only means the client gets the history we hold."""
+    from api.rooms_service import ask_room
+    from roomactors.room.messages import Backfill, Backfilled
+
+    if d.federation is None:
+        return False  # no federation: nobody to backfill from
+    try:
+        result = await ask_room(d, room_id, lambda reply: Backfill(limit=limit, reply=reply))
+    except MatrixError:
+        return False
+    return isinstance(result, Backfilled) and result.stored > 0

@@ -88,8 +88,9 @@ async def send_transaction(origin: str, txn_id: str) -> Any:
         return json_response(earlier)
 
     room_ids = {p.get("room_id") for p in pdus if isinstance(p, dict) and isinstance(p.get("room_id"), str)}
-    versions, acls = await d.db.read(_rooms_info, room_ids)
-    allowed = {r: v for r, v in versions.items() if server_acl_allows(acls.get(r), origin)}
+    # EDU-only transactions (typing, receipts) need their rooms looked up too.
+    versions, acls = await d.db.read(_rooms_info, room_ids | _edu_room_ids(edus))
+    allowed = {r: v for r, v in versions.items() if r in room_ids and server_acl_allows(acls.get(r), origin)}
     results = await check_pdus(pdus, allowed, d.keys)
 
     answer: dict[str, dict[str, str]] = {}
@@ -123,6 +124,20 @@ async def send_transaction(origin: str, txn_id: str) -> Any:
         await wake_room(d, room_id)
     await _apply_edus(d, origin, edus, allowed_rooms=versions, acls=acls)
     return json_response(response)
+
+
+def _edu_room_ids(edus: list[Any]) -> set[str]:
+    """The rooms the typing and receipt EDUs name (what ``_apply_edus`` reads)."""
+    out: set[str] = set()
+    for edu in edus:
+        content = edu.get("content") if isinstance(edu, dict) else None
+        if not isinstance(content, dict):
+            continue
+        if edu.get("edu_type") == "m.typing" and isinstance(content.get("room_id"), str):
+            out.add(content["room_id"])
+        elif edu.get("edu_type") == "m.receipt":
+            out.update(r for r in content if isinstance(r, str))
+    return out
 
 
 def _rooms_info(conn: Any, room_ids: set[str]) -> tuple[dict[str, str], dict[str, Any]]:

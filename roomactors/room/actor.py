@@ -84,6 +84,8 @@ from roomactors.room.messages import (
     PrepareEvent,
     Prepared,
     CommitPrepared,
+    Backfill,
+    Backfilled,
     SubmitMembership,
     PduOutcome,
     SendEvent,
@@ -96,8 +98,15 @@ from roomactors.room.messages import (
     UnknownEvent,
     UnknownRoom,
 )
-from roomactors.room.pipeline import KnownEvent, receive_pdu, select_auth_state, step_4_auth_events
+from roomactors.room.pipeline import (
+    KnownEvent,
+    receive_pdu,
+    select_auth_state,
+    step_1_valid_for_room,
+    step_4_auth_events,
+)
 from storage import rooms as store
+from storage import backfill as history
 from storage import staging
 from storage.rooms import Checkpoint, NewEvent, RoomRecord, StoredEvent, TxnRecord
 
@@ -291,6 +300,8 @@ class RoomActor:
                 _reply(msg.reply, await self._send(msg.sender, msg.type, msg.content, msg.state_key, None, prepare_only=True))
             case CommitPrepared():
                 _reply(msg.reply, await self._on_commit_prepared(msg))
+            case Backfill():
+                _reply(msg.reply, await self._on_backfill(msg))
             case CreateRoom():
                 _reply(msg.reply, await self._on_create_room(msg))
             case _:
@@ -301,8 +312,8 @@ class RoomActor:
     # ----------------------------------------------------------------------------------
 
     def _load(self, record: RoomRecord) -> None:
-        if CREATE_KEY not in record.current_state:
-            return  # only an invite/knock outlier is held: not a room we are in
+        if CREATE_KEY not in record.current_state and not record.forward_extremities:
+            return  # only an invite/knock/leave outlier is held: not a room we are in
         self._version = record.room_version
         self._rules = get_rules(record.room_version)
         self._current = dict(record.current_state)
@@ -851,8 +862,10 @@ class RoomActor:
         except AuthError as e:
             return Forbidden(error=e.message, rule=e.rule)
         new_events: list[NewEvent] = []
+        # An invite or knock of ours may already be stored (an outlier): keep it.
+        held = await self.known_events(list(msg.events))
         for event_id, (pdu_json, reason) in msg.events.items():
-            if event_id == join.event_id:
+            if event_id == join.event_id or event_id in held:
                 continue
             pdu = parse_pdu(pdu_json, version)
             new_events.append(
@@ -930,6 +943,79 @@ class RoomActor:
             if destinations:
                 self._on_outbound(self._room_id, known.stream_ordering, known.json, destinations)
         return SendResult(event_id=outcome.event_id, stream_ordering=known.stream_ordering)
+
+    async def _on_backfill(self, msg: Backfill) -> Backfilled | UnknownRoom:
+        """Server-server API "Backfilling and retrieving missing events": ask the
+        other servers in the room for the events before our backward extremities
+        and store what passes steps 1-4 as history (``storage.backfill``)."""
+        if self._version is None:
+            return UnknownRoom(room_id=self._room_id)
+        extremities = await self._db.read(history.backward_extremities, self._room_id, 20)
+        if not extremities or self._remote is None:
+            return Backfilled(stored=0, extremities=len(extremities))
+        limit = max(1, min(msg.limit, 100))
+        for destination in sorted(self._joined() - {self._server_name}):
+            fetched = await self._remote.backfill(destination, self._room_id, extremities, limit, self.room_version)
+            stored = await self._store_history(destination, fetched) if fetched else 0
+            if stored:
+                return Backfilled(stored=stored, extremities=len(extremities))
+        return Backfilled(stored=0, extremities=len(extremities))
+
+    async def _store_history(self, origin: str, fetched: Sequence[Any]) -> int:
+        """Steps 4 on backfilled events (steps 1-3 passed in ``RemoteEvents``),
+        fetching unknown auth events from ``origin``; then ONE write stores them as
+        history, newest first (negative stream orderings: never new to /sync, never
+        extremities or state). Outliers we held are promoted. Returns how many."""
+        by_depth = sorted(fetched, key=lambda c: (c.json.get("depth", 0), c.json.get("origin_server_ts", 0)))
+        ordered = topo_sort(
+            by_depth,
+            key=lambda c: (c.event_id, [*event_refs(c.json, "prev_events"), *event_refs(c.json, "auth_events")]),
+        )
+        pending: dict[str, KnownEvent] = {}  # decided here, not stored yet
+        chosen: list[Pdu] = []
+        for checked in ordered:
+            pdu = step_1_valid_for_room(checked.json, self._room_id, self.room_version, self._create_id)
+            if isinstance(pdu, str) or pdu.event_id in pending:
+                continue
+            known = (await self.known_events([pdu.event_id])).get(pdu.event_id)
+            if known is not None:
+                if known.outlier and not known.rejected and known.room_id == self._room_id:
+                    chosen.append(pdu)  # promoted below
+                continue
+            listed: dict[str, KnownEvent] = {a: pending[a] for a in pdu.auth_events if a in pending}
+            listed.update(await self.known_events([a for a in pdu.auth_events if a not in listed]))
+            missing = [a for a in pdu.auth_events if a not in listed]
+            if missing:
+                await self._fetch_auth_chain(origin, pdu.event_id, missing)
+                listed.update(await self.known_events(missing))
+                if any(a not in listed for a in pdu.auth_events):
+                    continue  # never stored unchecked
+            rejected = step_4_auth_events(pdu, [listed[a] for a in pdu.auth_events], self._create_event, self._create_id)
+            if rejected is not None:
+                await self._commit_event(
+                    pdu, state_before=None, own_change={}, becomes_extremity=False, outlier=True,
+                    rejection_reason=rejected.reason(),
+                )
+                continue
+            pending[pdu.event_id] = self._known(pdu, 0, None)
+            chosen.append(pdu)
+        if not chosen:
+            return 0
+        # Fetching auth chains may have stored some chosen events as outliers meanwhile.
+        now = await self.known_events([p.event_id for p in chosen])
+        items: list[NewEvent | str] = []
+        for pdu in reversed(chosen):  # newest first
+            held = now.get(pdu.event_id)
+            if held is None:
+                items.append(self._new_event(pdu, state_base_ref=None, state_delta={}))
+            elif held.outlier and not held.rejected:
+                items.append(pdu.event_id)
+        orderings = await self._db.write(history.store_backfill, self._room_id, self.room_version, items)
+        for pdu in chosen:
+            stream_ordering = orderings.get(pdu.event_id)
+            if stream_ordering is not None:
+                self._events.put(pdu.event_id, self._known(pdu, stream_ordering, None))
+        return len(orderings)
 
     def _joined(self) -> frozenset[str]:
         """Servers with a joined member in the current state (cached until the

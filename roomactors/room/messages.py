@@ -65,6 +65,8 @@ __all__ = [
     "PrepareEvent",
     "Prepared",
     "CommitPrepared",
+    "Backfill",
+    "Backfilled",
 ]
 
 StateKey = tuple[str, str]
@@ -360,6 +362,26 @@ class CommitPrepared:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Backfilled:
+    """How many older events a ``Backfill`` stored as history (0: none to be had);
+    ``extremities``: how many backward extremities the room had."""
+
+    stored: int
+    extremities: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backfill:
+    """A client paginates past the history we hold: ask the servers in the room
+    for up to ``limit`` events before our backward extremities (``/backfill``),
+    check them (steps 1-4) and store them as history (``storage.backfill``).
+    Replies ``Backfilled`` or ``UnknownRoom``."""
+
+    limit: int
+    reply: trio.MemorySendChannel[Backfilled | UnknownRoom]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stop:
     """Stop if nothing else is waiting in the mailbox (the registry's memory budget).
     The room reloads from SQLite on its next message. No reply."""
@@ -378,5 +400,6 @@ RoomMessage = Union[
     ReceiveInvite,
     PrepareEvent,
     CommitPrepared,
+    Backfill,
     Stop,
 ]

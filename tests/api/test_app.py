@@ -37,7 +37,7 @@ async def test_versions(app: QuartTrio) -> None:
         "/",
         "/_matrix/client/v3/keys/upload",
         "/_matrix/media/v3/upload",
-        "/_matrix/federation/v1/version",
+        "/_matrix/federation/v1/no_such_endpoint",
         "/_matrix/client/versions/",
         "/_matrix//client/versions",
     ],
