@@ -144,7 +144,8 @@ def homeserver_settings(
         "ratelimit": {"enabled": False},
         # Federation on an ephemeral loopback TLS port, with a self-signed pair made
         # in the data directory at startup (never the fixed default port 8448).
-        "federation": {"bind": ["127.0.0.1:0"]},
+        # No notary: test servers never ask the internet for keys.
+        "federation": {"bind": ["127.0.0.1:0"], "trusted_key_servers": []},
     }
     for section, values in (settings_overrides or {}).items():
         sections.setdefault(section, {}).update(values)

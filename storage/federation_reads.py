@@ -58,6 +58,8 @@ __all__ = [
     "missing_events",
     "joined_servers",
     "server_in_room",
+    "servers_sharing_rooms",
+    "rooms_shared_with_server",
     "get_current_state_content",
     "server_states_before",
 ]
@@ -269,6 +271,56 @@ def server_in_room(conn: sa.Connection, room_id: str, server_name: str) -> bool:
     query; sqlite3 steps it only to the first matching row)."""
     raw = conn.connection.driver_connection
     return raw.execute(_SERVER_JOINED, {"room_id": room_id, "server": server_name}).fetchone() is not None
+
+
+def _user_joined_rooms_with_others() -> tuple[sa.Select, sa.ColumnElement[Any], sa.ColumnElement[Any]]:
+    """(the rooms where ``:user_id`` is joined, joined with their joined members'
+    rows; the room ID; the other member's server). One index lookup for the user's
+    membership rows (``current_state_member``), then the rooms' member rows by key."""
+    me, me_ev = current_state.alias("me"), events.alias("me_ev")
+    other, other_ev = current_state.alias("other"), events.alias("other_ev")
+    member = sa.literal_column("'m.room.member'")
+    joined = sa.literal_column("'join'")
+    membership = sa.literal_column("'$.content.membership'")
+    server = sa.func.substr(other.c.state_key, sa.func.instr(other.c.state_key, sa.literal_column("':'")) + sa.literal_column("1"))
+    query = (
+        sa.select(me.c.room_id)
+        .join_from(me, me_ev, me_ev.c.event_id == me.c.event_id)
+        .join(other, sa.and_(other.c.room_id == me.c.room_id, other.c.type == member))
+        .join(other_ev, other_ev.c.event_id == other.c.event_id)
+        .where(
+            me.c.type == member,
+            me.c.state_key == sa.bindparam("user_id"),
+            sa.func.json_extract(me_ev.c.json, membership) == joined,
+            sa.func.json_extract(other_ev.c.json, membership) == joined,
+        )
+    )
+    return query, me.c.room_id, server
+
+
+def _sharing_queries() -> tuple[str, str]:
+    query, room_id, server = _user_joined_rooms_with_others()
+    servers = query.with_only_columns(server).distinct()
+    rooms_ = query.where(server == sa.bindparam("server")).with_only_columns(room_id).distinct()
+    return _sql(servers), _sql(rooms_)
+
+
+_SHARING_SERVERS, _ROOMS_SHARED_WITH_SERVER = _sharing_queries()
+
+
+def servers_sharing_rooms(conn: sa.Connection, user_id: str) -> list[str]:
+    """Every server (this one included) with a joined member in some room where
+    ``user_id`` is joined, sorted: where the user's presence goes (s2s "Presence")."""
+    raw = conn.connection.driver_connection
+    return sorted({s for (s,) in raw.execute(_SHARING_SERVERS, {"user_id": user_id}) if s})
+
+
+def rooms_shared_with_server(conn: sa.Connection, user_id: str, server_name: str) -> list[str]:
+    """The rooms where ``user_id`` is joined and ``server_name`` has a joined member
+    (for a remote user's presence: empty means no local user can see it)."""
+    raw = conn.connection.driver_connection
+    rows = raw.execute(_ROOMS_SHARED_WITH_SERVER, {"user_id": user_id, "server": server_name})
+    return sorted(r for (r,) in rows)
 
 
 def get_current_state_content(conn: sa.Connection, room_id: str, type_: str, state_key: str = "") -> dict[str, Any] | None:

@@ -79,8 +79,24 @@ published rooms, built from current state by ``storage.directory.get_published_r
   estimate by nature (``total_room_count_estimate``: the number of listed rooms
   before the search filter, what the spec calls "the total number of published
   rooms").
-* ``server``: ours or absent; another server's directory needs federation, which
-  is not built — 502 ``M_UNKNOWN``, as for remote aliases.
+* ``server``: ours or absent lists ours. Another server's directory is fetched
+  from its ``/_matrix/federation/v1/publicRooms`` (s2s "Public Room Directory"),
+  as Synapse's ``get_remote_public_room_list`` does: a ``GET`` (and a ``POST``
+  without a non-empty ``filter``) becomes a federation ``GET`` with ``limit`` (if
+  non-zero), ``since``, ``include_all_networks`` and ``third_party_instance_id``;
+  a ``POST`` with a filter becomes a federation ``POST`` with the same body
+  fields. If the remote refuses the filtered ``POST`` with 404/405 or
+  ``M_UNRECOGNIZED``/``M_NOT_FOUND`` (a server without filtered search), the
+  unfiltered list is fetched and filtered here on ``generic_search_term`` only
+  (Synapse's fallback, without pagination). Proxying needs an access token even
+  for ``GET`` (Synapse: "require auth when we proxy the request"), so an
+  anonymous caller cannot make this server send requests. The answer must be an
+  object with a ``chunk`` array (entries that are not objects with a string
+  ``room_id`` are dropped; ``next_batch``/``prev_batch``/
+  ``total_room_count_estimate`` kept when well-typed); anything else, an
+  unreachable server or any refusal is **502 ``M_UNKNOWN``** "Failed to fetch
+  room list", except a 403, which is 403 ``M_FORBIDDEN`` (both Synapse's). A
+  server without federation answers 502 too.
 
 Room upgrades (client-server "Room upgrades", "Server behaviour")
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
@@ -134,6 +150,7 @@ from api.responses import json_response
 from api.rooms_service import create_room_events, get_state_view, send_event
 from api.routes import client_route
 from roomactors.protocol.auth import parse_power_level_value
+from roomactors.federation_client import FederationError, FederationUnreachable
 from roomactors.protocol.ids import MAX_ID_BYTES, RoomId, UserId, is_valid_server_name
 from roomactors.protocol.room_versions import get_rules
 from roomactors.room.events import build_create_event
@@ -407,13 +424,97 @@ def _matches(entry: dict[str, Any], term: str | None, room_types: set[str | None
     return True
 
 
-def _check_server(d: Deps) -> None:
+async def _remote_server(d: Deps) -> str | None:
+    """The other server whose directory ``?server=`` asks for (None: ours), after
+    the checks proxying needs: a valid name (400), federation (502), a token (401)."""
     server = request.args.get("server")
     if server is None or server == d.server_name:
-        return
+        return None
     if not is_valid_server_name(server):
         raise invalid_param(f"{server!r} is not a server name")
-    raise _not_federated(f"listing the room directory of {server}")
+    if d.federation is None:
+        raise _not_federated(f"listing the room directory of {server}")
+    await requester()
+    return server
+
+
+_PUBLIC_ROOMS_PATH = "/_matrix/federation/v1/publicRooms"
+_FETCH_FAILED = "Failed to fetch room list"
+
+
+def _remote_listing(answer: Any) -> dict[str, Any]:
+    """A remote ``/publicRooms`` answer, checked and cleaned (module docstring)."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
+        raise MatrixError("M_UNKNOWN", 502, _FETCH_FAILED)
+    chunk = [e for e in answer["chunk"] if isinstance(e, dict) and isinstance(e.get("room_id"), str)]
+    out: dict[str, Any] = {"chunk": chunk}
+    for key in ("next_batch", "prev_batch"):
+        if isinstance(answer.get(key), str):
+            out[key] = answer[key]
+    estimate = answer.get("total_room_count_estimate")
+    if isinstance(estimate, int) and not isinstance(estimate, bool) and estimate >= 0:
+        out["total_room_count_estimate"] = estimate
+    return out
+
+
+def _fetch_failed(server: str, e: Exception) -> MatrixError:
+    log.info("fetching the room directory of %s failed: %s", server, e)
+    if isinstance(e, FederationError) and e.status == 403:
+        return forbidden(f"You are not allowed to view the public rooms list of {server}")
+    return MatrixError("M_UNKNOWN", 502, _FETCH_FAILED)
+
+
+async def _remote_public_rooms(
+    d: Deps,
+    server: str,
+    *,
+    limit: int | None,
+    since: str | None,
+    include_all: bool,
+    network: str | None,
+    search_filter: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Another server's directory (module docstring, ``server``)."""
+    if search_filter:
+        body: dict[str, Any] = {"include_all_networks": include_all, "filter": search_filter}
+        if network is not None:
+            body["third_party_instance_id"] = network
+        if limit:
+            body["limit"] = limit
+        if since:
+            body["since"] = since
+        try:
+            return _remote_listing(await d.federation.post_json(server, _PUBLIC_ROOMS_PATH, body))
+        except FederationError as e:
+            if not (e.status in (404, 405) or e.errcode in ("M_UNRECOGNIZED", "M_NOT_FOUND")):
+                raise _fetch_failed(server, e) from None
+        except FederationUnreachable as e:
+            raise _fetch_failed(server, e) from None
+        limit = since = None  # no filtered search there: filter one unpaginated list here
+    query: dict[str, str] = {"include_all_networks": "true" if include_all else "false"}
+    if network is not None:
+        query["third_party_instance_id"] = network
+    if limit:
+        query["limit"] = str(limit)
+    if since:
+        query["since"] = since
+    try:
+        listing = _remote_listing(await d.federation.get_json(server, _PUBLIC_ROOMS_PATH, query=query))
+    except (FederationError, FederationUnreachable) as e:
+        raise _fetch_failed(server, e) from None
+    if search_filter:
+        term = search_filter.get("generic_search_term")
+        term = term if isinstance(term, str) and term else None
+        listing = {"chunk": [e for e in listing["chunk"] if _matches_remote(e, term)]}
+    return listing
+
+
+def _matches_remote(entry: dict[str, Any], term: str | None) -> bool:
+    """Synapse's ``_matches_room_entry``: the search term in name, topic or alias."""
+    if term is None:
+        return True
+    needle = term.casefold()
+    return any(isinstance(entry.get(k), str) and needle in entry[k].casefold() for k in ("name", "topic", "canonical_alias"))
 
 
 async def _public_rooms(
@@ -447,8 +548,14 @@ async def _public_rooms(
 @client_route(blueprint, "/publicRooms", ["GET"])
 async def get_public_rooms():
     d = deps()
-    _check_server(d)
+    server = await _remote_server(d)
     limit = query_int("limit", None, minimum=0)
+    if server is not None:
+        return json_response(
+            await _remote_public_rooms(
+                d, server, limit=limit, since=request.args.get("since") or None, include_all=False, network=None
+            )
+        )
     return json_response(await _public_rooms(d, limit=limit, since=request.args.get("since"), term=None, room_types=None))
 
 
@@ -456,7 +563,7 @@ async def get_public_rooms():
 async def query_public_rooms():
     d = deps()
     await requester()
-    _check_server(d)
+    server = await _remote_server(d)
     body = await json_body(allow_empty=True)
     limit = body.get("limit")
     if limit is not None:
@@ -480,9 +587,16 @@ async def query_public_rooms():
     include_all = body.get("include_all_networks")
     include_all = False if include_all is None else get_bool(body, "include_all_networks", False)
     network = get_str(body, "third_party_instance_id", None)
+    if network is not None and include_all:
+        raise invalid_param("'third_party_instance_id' can only be used if 'include_all_networks' is false")
+    if server is not None:
+        return json_response(
+            await _remote_public_rooms(
+                d, server, limit=limit, since=since, include_all=include_all, network=network,
+                search_filter=search_filter,
+            )
+        )
     if network is not None:
-        if include_all:
-            raise invalid_param("'third_party_instance_id' can only be used if 'include_all_networks' is false")
         # No application services here: no third-party network has published rooms.
         return json_response({"chunk": [], "total_room_count_estimate": 0})
     return json_response(await _public_rooms(d, limit=limit, since=since, term=term, room_types=room_types))

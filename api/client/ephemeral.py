@@ -13,6 +13,15 @@ receipt type that can be threaded (else 400 ``M_INVALID_PARAM``, receipts.yaml).
 User and event IDs in paths use ``path`` converters (localparts and rooms/v3 event
 IDs may hold ``/``). ``note_presence`` runs on every ``/sync`` too (default
 ``online``); ``currently_active`` means online and seen in the last five minutes.
+
+Presence federates (server-server API "Presence"): every presence row
+``note_presence`` writes (a change, or the once-a-minute refresh of an unchanged
+state) goes as an ``m.presence`` EDU ``{"push": [{user_id, presence,
+last_active_ago, currently_active, status_msg?}]}`` to every other server with a
+joined member in a room where the user is joined
+(``federation_reads.servers_sharing_rooms``), keyed ``("presence", user_id)`` so
+the sender keeps only the newest pending one per destination. Inbound pushes are
+applied by ``api.federation.transactions``.
 """
 
 from __future__ import annotations
@@ -149,6 +158,19 @@ async def note_presence(d: Deps, user_id: str, state: str, status_msg: str | Non
     d.presence_seen[user_id] = (state, status_msg, now)
     rooms = [r for r, m in (await d.db.read(timeline.get_memberships, user_id)).items() if m.membership == "join"]
     d.notifier.notify(user_id, *rooms)
+    if d.sender is not None and rooms:
+        await _federate_presence(d, user_id, state, status_msg)
+
+
+async def _federate_presence(d: Deps, user_id: str, state: str, status_msg: str | None) -> None:
+    """An ``m.presence`` EDU to the servers sharing a room with the user (module docstring)."""
+    push: dict = {"user_id": user_id, "presence": state, "last_active_ago": 0, "currently_active": state == "online"}
+    if status_msg is not None:
+        push["status_msg"] = status_msg
+    for server in await d.db.read(federation_reads.servers_sharing_rooms, user_id):
+        if server != d.server_name:
+            d.sender.send_edu(destination=server, edu_type="m.presence", content={"push": [push]},
+                              key=("presence", user_id))
 
 
 @client_route(blueprint, "/presence/<path:user_id>/status", ["PUT"])

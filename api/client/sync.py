@@ -237,19 +237,23 @@ def _timeline_window(
     picked: list[StoredEvent] = []
     cursor = upto
     scanned = 0
+    own_server = user_id.split(":", 1)[1]
     batch_size = limit + 1
     while True:
         batch = timeline.get_timeline(conn, room_id, after=after, upto=cursor, limit=batch_size)
         scanned += len(batch)
         if joined_at is not None:
-            # Fast path: an event after the user's current join event was sent while
-            # they were joined (membership at the event: join), so it is visible
-            # whatever the history visibility; only older events need the lookups.
-            # (Holds for a linear DAG; forked federation branches go the long way
-            # once they exist — the federation issue must revisit this.)
-            older = [e for e in batch if e.stream_ordering <= joined_at]
-            visible = timeline.filter_visible_events(conn, user_id, older, membership) if older else []
-            visible += [e for e in batch if e.stream_ordering > joined_at]
+            # Fast path: an event *this server* built after the user's current join
+            # was built on a state holding that join (our actor's prev events are its
+            # forward extremities), so the user's membership at it is join and it is
+            # visible whatever the history visibility. An event from another server
+            # may sit on a branch concurrent with the join (federation forks the
+            # DAG), so it takes the full history-visibility check like older events.
+            fast = [e for e in batch if e.stream_ordering > joined_at and _sender_server(e) == own_server]
+            slow = [e for e in batch if e.stream_ordering <= joined_at or _sender_server(e) != own_server]
+            visible = timeline.filter_visible_events(conn, user_id, slow, membership) if slow else []
+            if fast:
+                visible = sorted(visible + fast, key=lambda e: e.stream_ordering)
         else:
             visible = timeline.filter_visible_events(conn, user_id, batch, membership)
         picked[:0] = [e for e in visible if event_allowed(tfilter, e.json, room_id=room_id)]
@@ -263,6 +267,11 @@ def _timeline_window(
             start = picked[0].stream_ordering if picked else batch[0].stream_ordering
             return picked, True, f"t{start}"
         batch_size = min(max(2 * batch_size, 50), 500)
+
+
+def _sender_server(event: StoredEvent) -> str:
+    sender = event.json.get("sender")
+    return sender.split(":", 1)[1] if isinstance(sender, str) and ":" in sender else ""
 
 
 def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:

@@ -13,9 +13,16 @@ path that is not the requester's is 403 ``M_FORBIDDEN``.
 **Profiles** ("Profiles", profile.yaml, v1.16+ generic ``/profile/{userId}/{keyName}``).
 Lookups need no access token (profile.yaml declares no security for ``GET``) and
 are allowed for every local user (the spec's minimum is users visible through
-rooms; answering more is allowed). An unknown user, a user on another server (no
-federation yet) or a user with no profile fields is 404 ``M_NOT_FOUND``, as is an
-unset field. Key names are checked against profile.yaml's pattern (400
+rooms; answering more is allowed). An unknown user or a user with no profile
+fields is 404 ``M_NOT_FOUND``, as is an unset field. Another server's user is
+asked for over federation (``GET /_matrix/federation/v1/query/profile`` with
+``user_id`` and, for one field, ``field``; s2s "Querying for information"), as
+Synapse's ``ProfileHandler`` does: its 403/404 refusals pass through (errcode
+and status), every other refusal, a malformed answer or an unreachable server is
+502 ``M_UNKNOWN`` "Failed to fetch profile" (Synapse answers 502 for an
+unreachable server, not 404). The remote's object is returned without its
+``null`` members; an empty one, or one without the asked field, is 404 like a
+local unset field. Without federation, other servers' users are 404. Key names are checked against profile.yaml's pattern (400
 ``M_INVALID_PARAM``) and its 255-byte limit (400 ``M_KEY_TOO_LARGE``). Only
 ``displayname`` and ``avatar_url`` can be changed — the ``m.profile_fields``
 capability (``api.client.versions``) advertises exactly those, since the
@@ -102,10 +109,12 @@ from api.errors import MatrixError, forbidden, not_found
 from api.responses import json_response
 from api.rooms_service import get_state_view, send_event
 from api.routes import client_route
+from roomactors.federation_client import FederationError, FederationUnreachable
 from roomactors.protocol import push_rules
-from roomactors.protocol.ids import is_valid_room_id
+from roomactors.protocol.ids import is_valid_room_id, is_valid_server_name
 from roomactors.protocol.push_rules import PushRuleError
 from roomactors.protocol.room_versions import get_rules
+from roomactors.protocol.server_visibility import server_of_user
 from storage import accounts, pushers, timeline, user_directory, userdata
 
 __all__ = ["blueprint", "MAX_DISPLAYNAME_LEN", "MAX_AVATAR_URL_LEN", "MAX_DIRECTORY_LIMIT", "propagate_profile"]
@@ -187,9 +196,47 @@ async def _existing_profile(d: Deps, user_id: str) -> dict[str, str]:
     return await d.db.read(accounts.get_profile, user_id)
 
 
+_PROFILE_QUERY = "/_matrix/federation/v1/query/profile"
+_PROFILE_FETCH_FAILED = "Failed to fetch profile"
+
+
+def _remote_server(d: Deps, user_id: str) -> str | None:
+    """The server of ``user_id`` if it is another server's user (None: ours, or not
+    a user ID, which the local lookup answers with 404)."""
+    server = server_of_user(user_id)
+    return None if server is None or server == d.server_name else server
+
+
+async def _remote_profile(d: Deps, server: str, user_id: str, field: str | None = None) -> dict[str, Any]:
+    """Another server's user's profile over federation (module docstring)."""
+    if d.federation is None or not is_valid_server_name(server):
+        raise not_found(f"user {user_id} not found")
+    query = {"user_id": user_id} if field is None else {"user_id": user_id, "field": field}
+    try:
+        answer = await d.federation.get_json(server, _PROFILE_QUERY, query=query)
+    except FederationUnreachable as e:
+        log.info("profile query for %s failed: %s", user_id, e)
+        raise MatrixError("M_UNKNOWN", 502, _PROFILE_FETCH_FAILED) from None
+    except FederationError as e:
+        if e.status == 404:
+            raise MatrixError(e.errcode or "M_NOT_FOUND", 404, e.error or "Profile was not found") from None
+        if e.status == 403:
+            raise MatrixError(e.errcode or "M_FORBIDDEN", 403, e.error or "Profile lookup refused") from None
+        log.info("profile query for %s refused: %s", user_id, e)
+        raise MatrixError("M_UNKNOWN", 502, _PROFILE_FETCH_FAILED) from None
+    if not isinstance(answer, dict):
+        raise MatrixError("M_UNKNOWN", 502, _PROFILE_FETCH_FAILED)
+    return {k: v for k, v in answer.items() if isinstance(k, str) and v is not None}
+
+
 @client_route(blueprint, "/profile/<user_id>", ["GET"])
 async def get_profile(user_id: str):
-    profile = await _existing_profile(deps(), user_id)
+    d = deps()
+    server = _remote_server(d, user_id)
+    if server is not None:
+        profile = await _remote_profile(d, server, user_id)
+    else:
+        profile = await _existing_profile(d, user_id)
     if not profile:
         raise not_found("profile not found")
     return json_response(profile)
@@ -198,7 +245,12 @@ async def get_profile(user_id: str):
 @client_route(blueprint, "/profile/<user_id>/<key_name>", ["GET"])
 async def get_profile_field(user_id: str, key_name: str):
     key = _profile_key(key_name)
-    profile = await _existing_profile(deps(), user_id)
+    d = deps()
+    server = _remote_server(d, user_id)
+    if server is not None:
+        profile = await _remote_profile(d, server, user_id, key)
+    else:
+        profile = await _existing_profile(d, user_id)
     if key not in profile:
         raise not_found(f"{user_id} has no profile field {key}")
     return json_response({key: profile[key]})

@@ -31,6 +31,8 @@ def make_settings(tmp_path: Path, **sections: Mapping[str, Any]) -> Settings:
         "database": {"path": "data/roomactors.db"},
         "registration": {"enabled": True, "shared_secret": "test-shared-secret"},
         "ratelimit": {"enabled": False},
+        # No federation listener, and never a notary on the internet.
+        "federation": {"bind": [], "trusted_key_servers": []},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
