@@ -12,7 +12,7 @@ Theory of operation
     per PDU: room known? ACL allows origin? steps 1-3   ─► {"error": …} for that PDU
     ONE db.write: stage the PDUs + record the answer    ─► durable from here
     wake each room's actor (IngestStaged, coalesced)
-    EDUs: typing, receipts (applied now; they are ephemeral)
+    EDUs: typing, receipts, presence (applied now; they are ephemeral)
     200 {"pdus": {event_id: {} | {"error": …}}}
 
 Steps 1-3 (format, signatures, content hash: redact on mismatch) run here in
@@ -24,6 +24,19 @@ later rejection is the room's business, not the sender's.
 
 A room whose mailbox is full does not lose the wake: its ID goes into
 ``deps.staging_flags``, which the actor checks after every message.
+
+``m.presence`` (s2s "Presence"): each well-formed push (``presence`` one of
+online/unavailable/offline, ``last_active_ago`` a non-negative integer,
+``status_msg`` a string or absent) about a user *of the origin* is kept, the last
+push per user winning, at most :data:`MAX_PRESENCE_USERS` users per transaction.
+A user's presence is stored only if they are joined to a room where this server
+has a joined member (``federation_reads.rooms_shared_with_server``, one indexed
+read for the batch): nobody here could see it otherwise, and a server must not be
+able to fill our presence table with strangers. It is stored like a local user's
+(``userdata.set_presence``, ``last_active_ts = now - last_active_ago``;
+``currently_active`` is recomputed from those, as for local users), in one write,
+and the shared rooms are notified so the local members' ``/sync`` wakes and
+reports it.
 """
 
 from __future__ import annotations
@@ -45,9 +58,9 @@ from roomactors.protocol.ids import RoomId
 from roomactors.protocol.server_acl import server_acl_allows
 from roomactors.registry import MailboxFull, RegistryClosed, RoomQuarantined
 from roomactors.room.messages import IngestStaged
-from storage import staging, userdata
+from storage import federation_reads, staging, userdata
 
-__all__ = ["blueprint", "MAX_PDUS", "MAX_EDUS", "wake_room"]
+__all__ = ["blueprint", "MAX_PDUS", "MAX_EDUS", "MAX_PRESENCE_USERS", "wake_room"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +69,9 @@ blueprint = Blueprint("federation_transactions", __name__)
 #: server-server API "Transactions": "at most 50 PDUs and 100 EDUs".
 MAX_PDUS = 50
 MAX_EDUS = 100
+#: Most users whose presence one transaction may change (the rest are dropped).
+MAX_PRESENCE_USERS = 1000
+_PRESENCE_STATES = ("online", "unavailable", "offline")
 
 
 async def wake_room(d: Deps, room_id: str) -> None:
@@ -146,9 +162,11 @@ def _rooms_info(conn: Any, room_ids: set[str]) -> tuple[dict[str, str], dict[str
 
 async def _apply_edus(d: Deps, origin: str, edus: list[Any], *, allowed_rooms: dict[str, str], acls: dict[str, Any]) -> None:
     """EDUs ("Ephemeral Data Units"): typing and read receipts of the origin's own
-    users, in rooms we hold whose ACL allows the origin. Others (presence, device
-    lists, to-device) are not handled yet and are dropped, as unknown EDUs are."""
+    users, in rooms we hold whose ACL allows the origin; presence of the origin's
+    users who share a room with ours (module docstring). Others (device lists,
+    to-device) are not handled yet and are dropped, as unknown EDUs are."""
     receipts: list[tuple[str, str, str, str, str]] = []
+    presence: dict[str, tuple[str, str, str | None, int]] = {}
     for edu in edus:
         if not isinstance(edu, dict) or not isinstance(edu.get("content"), dict):
             continue
@@ -181,11 +199,53 @@ async def _apply_edus(d: Deps, origin: str, edus: list[Any], *, allowed_rooms: d
                         thread = data.get("thread_id") if isinstance(data.get("thread_id"), str) else ""
                         if isinstance(event_ids, list) and event_ids and isinstance(event_ids[0], str):
                             receipts.append((room_id, receipt_type, user_id, thread, event_ids[0]))
+        elif edu_type == "m.presence":
+            pushes = content.get("push")
+            for push in pushes if isinstance(pushes, list) else ():
+                parsed = _presence_push(origin, push)
+                if parsed is not None and (parsed[0] in presence or len(presence) < MAX_PRESENCE_USERS):
+                    presence[parsed[0]] = parsed
     if receipts:
         now = d.clock.time_ms()
         await d.db.write(_store_receipts, receipts, now)
         for room_id in {r[0] for r in receipts}:
             d.notifier.notify(room_id)
+
+
+    if presence:
+        await _apply_presence(d, list(presence.values()))
+
+
+def _presence_push(origin: str, push: Any) -> tuple[str, str, str | None, int] | None:
+    """(user ID, presence, status_msg, last_active_ago) of a well-formed push about
+    a user of ``origin``, else None."""
+    if not isinstance(push, dict) or not _from(origin, push.get("user_id")):
+        return None
+    state, status_msg, ago = push.get("presence"), push.get("status_msg"), push.get("last_active_ago", 0)
+    if state not in _PRESENCE_STATES or not (status_msg is None or isinstance(status_msg, str)):
+        return None
+    if isinstance(ago, bool) or not isinstance(ago, int) or ago < 0:
+        return None
+    return push["user_id"], state, status_msg, ago
+
+
+def _presence_rooms(conn: Any, user_ids: list[str], server_name: str) -> dict[str, list[str]]:
+    return {u: federation_reads.rooms_shared_with_server(conn, u, server_name) for u in user_ids}
+
+
+async def _apply_presence(d: Deps, pushes: list[tuple[str, str, str | None, int]]) -> None:
+    shared = await d.db.read(_presence_rooms, [p[0] for p in pushes], d.server_name)
+    kept = [p for p in pushes if shared.get(p[0])]
+    if not kept:
+        return
+    now = d.clock.time_ms()
+    await d.db.write(_store_presence, kept, now)
+    d.notifier.notify(*dict.fromkeys(room for p in kept for room in shared[p[0]]))
+
+
+def _store_presence(conn: Any, pushes: list[tuple[str, str, str | None, int]], now: int) -> None:
+    for user_id, state, status_msg, ago in pushes:
+        userdata.set_presence(conn, user_id, state, status_msg, now - min(ago, now))
 
 
 def _store_receipts(conn: Any, receipts: list[tuple[str, str, str, str, str]], now: int) -> None:
