@@ -130,6 +130,18 @@ async def check_pdus(
             continue
         parsed.append((pdu, version))
     verify_keys = await keys.get_verify_keys(wanted) if wanted else {}
+    if len(parsed) > _THREAD_VERIFY_PDUS:
+        # A send_join answer holds thousands of events: ed25519 verification
+        # releases the GIL, so a worker thread keeps the event loop serving.
+        return await trio.to_thread.run_sync(_verify_all, parsed, verify_keys)
+    return _verify_all(parsed, verify_keys)
+
+
+#: Batches larger than this are verified in a worker thread.
+_THREAD_VERIFY_PDUS = 64
+
+
+def _verify_all(parsed: list[Any], verify_keys: VerifyKeys) -> list[CheckedPdu | Invalid]:
     out: list[CheckedPdu | Invalid] = []
     for entry in parsed:
         if isinstance(entry, Invalid):

@@ -38,6 +38,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import trio
+
 from api.deps import Deps
 from api.errors import MatrixError, forbidden, not_found
 from api.rooms_service import ask_room, raise_for
@@ -97,6 +99,13 @@ async def verify_room_state(
     if (create.json.get("content") or {}).get("room_version", "1") != room_version:
         raise MatrixError("M_BAD_JSON", 502, "the m.room.create event names another room version")
 
+    # Step 4 for thousands of events is pure CPU: a worker thread keeps the loop serving.
+    return await trio.to_thread.run_sync(_step_4_all, room_id, room_version, good, create, state_ids)
+
+
+def _step_4_all(
+    room_id: str, room_version: str, good: dict[str, CheckedPdu], create: CheckedPdu, state_ids: set[str]
+) -> VerifiedRoom:
     # Step 4, in auth order: each event against its own auth events.
     ordered = topo_sort(list(good.values()), key=lambda c: (c.event_id, event_refs(c.json, "auth_events")))
     verdicts: dict[str, tuple[dict[str, Any], str | None]] = {}
