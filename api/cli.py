@@ -37,8 +37,11 @@ with ``parse_settings`` before anything is written.
 An existing settings file is replaced only with ``--force`` (atomically, by
 rename). An existing signing key is always kept, never replaced, even with
 ``--force``: a new key would change the server's identity to every remote server.
-``--federation-port`` is recorded as a comment only: federation has no listener
-or setting yet, and a key that does nothing would be a lie.
+The federation listener (HTTPS) binds ``0.0.0.0:<--federation-port>`` (default 8448,
+the port remote servers fall back to in server discovery), and a self-signed
+certificate pair is written to the data directory unless one exists; replace it
+with a CA-signed one (or set ``plain_bind`` behind a TLS-terminating proxy) for open
+federation.
 
 register-user
 -------------
@@ -137,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         "--federation-port",
         type=_port,
         metavar="Q",
-        help="federation port; recorded as a comment only (federation is not implemented yet)",
+        help="federation HTTPS port, bound on all interfaces (default 8448)",
     )
     generate.add_argument(
         "-o",
@@ -247,6 +250,7 @@ def _generate_config(args: argparse.Namespace, out: TextIO) -> int:
     values["server"]["signing_key_path"] = path_value(data_dir / "signing.key")
     values["http"]["client_bind"] = [f"127.0.0.1:{args.client_port}"]
     values["database"]["path"] = path_value(data_dir / "roomactors.db")
+    values["federation"]["bind"] = [f"0.0.0.0:{args.federation_port or 8448}"]
     values["federation"]["tls_certificate_path"] = path_value(data_dir / "federation.crt")
     values["federation"]["tls_private_key_path"] = path_value(data_dir / "federation.key")
     values["registration"]["enabled"] = args.open_registration
@@ -257,12 +261,6 @@ def _generate_config(args: argparse.Namespace, out: TextIO) -> int:
         return _error(str(e), status=2)
 
     comments = dict(_GENERATED_COMMENTS)
-    if args.federation_port is not None:
-        comments["http", "client_bind"] = (
-            *comments["http", "client_bind"],
-            f"Federation port chosen at generation: {args.federation_port}. Federation is not",
-            "implemented yet, so nothing listens on it and there is no setting for it.",
-        )
     header = (
         f"roomactors settings for {args.server_name}, written by `roomactors generate-config`.",
         "Every key is listed; see settings.toml in the roomactors repository for what each",
@@ -310,11 +308,6 @@ def _generate_config(args: argparse.Namespace, out: TextIO) -> int:
             file=out,
         )
     print(f"wrote {output} (mode 0600: it holds the registration shared secret)", file=out)
-    if args.federation_port is not None:
-        _note(
-            f"--federation-port {args.federation_port} is recorded as a comment only; "
-            "federation is not implemented yet"
-        )
     print(f"start the server with: roomactors serve -c {output}", file=out)
     print(f"create an admin with:  roomactors register-user -c {output} --user NAME --password PW --admin", file=out)
     return 0

@@ -326,8 +326,16 @@ class InProcessNetwork:
         self._groups = frozen
 
     def heal(self) -> None:
-        """Remove the partition (drop, delay and intercept rules stay)."""
+        """Remove the partition (drop, delay and intercept rules stay). Every
+        server's outbound queues are woken, as a peer's next request would
+        (``SenderHub.wake``), so delivery resumes without waiting out a backoff."""
         self._groups = ()
+        for server in self.servers.values():
+            sender = getattr(server.deps, "sender", None)
+            if sender is not None:
+                for name in self.servers:
+                    if name != server.server_name:
+                        sender.wake(name)
 
     def partitioned(self, origin: str, destination: str) -> bool:
         side_a = next((g for g in self._groups if origin in g), None)
@@ -516,16 +524,16 @@ def _sender_busy(sender: Any, destinations: Iterable[str]) -> str | None:
     with PDUs/EDUs or catch-up to do and no backoff to wait out (work it can do now).
     Queues waiting out a backoff are idle: their retry needs time to pass.
     """
-    stats = sender.statistics()
-    if getattr(stats, "in_flight", 0):
-        return f"{stats.in_flight} transaction(s) in flight"
     queue_statistics = getattr(sender, "queue_statistics", None)
     if queue_statistics is None:
-        return None
+        stats = sender.statistics()
+        return f"{stats.in_flight} transaction(s) in flight" if getattr(stats, "in_flight", 0) else None
     for destination in destinations:
         queue = queue_statistics(destination)
         if queue is None or queue.backing_off:
-            continue
+            continue  # a transaction waiting out its backoff needs time to pass
+        if queue.in_flight:
+            return f"a transaction to {destination} is in flight"
         if queue.pending_pdus or queue.pending_edus or queue.catching_up:
             return f"queue to {destination} has work"
     return None

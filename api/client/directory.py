@@ -88,9 +88,11 @@ published rooms, built from current state by ``storage.directory.get_published_r
   fields. If the remote refuses the filtered ``POST`` with 404/405 or
   ``M_UNRECOGNIZED``/``M_NOT_FOUND`` (a server without filtered search), the
   unfiltered list is fetched and filtered here on ``generic_search_term`` only
-  (Synapse's fallback, without pagination). Proxying needs an access token even
-  for ``GET`` (Synapse: "require auth when we proxy the request"), so an
-  anonymous caller cannot make this server send requests. The answer must be an
+  (Synapse's fallback, without pagination). ``GET`` stays unauthenticated when
+  proxying, as list_public_rooms.yaml defines it (Synapse, whose ``GET`` needs a
+  token by default anyway, also requires one to proxy; the federation client's IP
+  range deny list and request timeout bound what an anonymous caller can make us
+  send). The answer must be an
   object with a ``chunk`` array (entries that are not objects with a string
   ``room_id`` are dropped; ``next_batch``/``prev_batch``/
   ``total_room_count_estimate`` kept when well-typed); anything else, an
@@ -426,7 +428,7 @@ def _matches(entry: dict[str, Any], term: str | None, room_types: set[str | None
 
 async def _remote_server(d: Deps) -> str | None:
     """The other server whose directory ``?server=`` asks for (None: ours), after
-    the checks proxying needs: a valid name (400), federation (502), a token (401)."""
+    the checks proxying needs: a valid name (400), federation (502)."""
     server = request.args.get("server")
     if server is None or server == d.server_name:
         return None
@@ -434,7 +436,6 @@ async def _remote_server(d: Deps) -> str | None:
         raise invalid_param(f"{server!r} is not a server name")
     if d.federation is None:
         raise _not_federated(f"listing the room directory of {server}")
-    await requester()
     return server
 
 

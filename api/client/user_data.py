@@ -16,13 +16,14 @@ are allowed for every local user (the spec's minimum is users visible through
 rooms; answering more is allowed). An unknown user or a user with no profile
 fields is 404 ``M_NOT_FOUND``, as is an unset field. Another server's user is
 asked for over federation (``GET /_matrix/federation/v1/query/profile`` with
-``user_id`` and, for one field, ``field``; s2s "Querying for information"), as
-Synapse's ``ProfileHandler`` does: its 403/404 refusals pass through (errcode
-and status), every other refusal, a malformed answer or an unreachable server is
-502 ``M_UNKNOWN`` "Failed to fetch profile" (Synapse answers 502 for an
-unreachable server, not 404). The remote's object is returned without its
-``null`` members; an empty one, or one without the asked field, is 404 like a
-local unset field. Without federation, other servers' users are 404. Key names are checked against profile.yaml's pattern (400
+``user_id`` and, for one field, ``field``; s2s "Querying for information"): its
+403/404 refusals pass through (errcode and status, as Synapse's
+``ProfileHandler``); every other refusal, a malformed answer or an unreachable
+server is 404 ``M_NOT_FOUND`` (logged) — profile.yaml's ``GET`` responses are
+200, 403 and 404 only, where Synapse answers 502 "Failed to fetch profile"
+outside the spec. The remote's object is returned without its ``null`` members;
+an empty one, or one without the asked field, is 404 like a local unset field.
+Without federation, other servers' users are 404. Key names are checked against profile.yaml's pattern (400
 ``M_INVALID_PARAM``) and its 255-byte limit (400 ``M_KEY_TOO_LARGE``). Only
 ``displayname`` and ``avatar_url`` can be changed — the ``m.profile_fields``
 capability (``api.client.versions``) advertises exactly those, since the
@@ -216,16 +217,17 @@ async def _remote_profile(d: Deps, server: str, user_id: str, field: str | None 
         answer = await d.federation.get_json(server, _PROFILE_QUERY, query=query)
     except FederationUnreachable as e:
         log.info("profile query for %s failed: %s", user_id, e)
-        raise MatrixError("M_UNKNOWN", 502, _PROFILE_FETCH_FAILED) from None
+        raise not_found(_PROFILE_FETCH_FAILED) from None
     except FederationError as e:
         if e.status == 404:
             raise MatrixError(e.errcode or "M_NOT_FOUND", 404, e.error or "Profile was not found") from None
         if e.status == 403:
             raise MatrixError(e.errcode or "M_FORBIDDEN", 403, e.error or "Profile lookup refused") from None
         log.info("profile query for %s refused: %s", user_id, e)
-        raise MatrixError("M_UNKNOWN", 502, _PROFILE_FETCH_FAILED) from None
+        raise not_found(_PROFILE_FETCH_FAILED) from None
     if not isinstance(answer, dict):
-        raise MatrixError("M_UNKNOWN", 502, _PROFILE_FETCH_FAILED)
+        log.info("profile query for %s: the answer is not an object", user_id)
+        raise not_found(_PROFILE_FETCH_FAILED)
     return {k: v for k, v in answer.items() if isinstance(k, str) and v is not None}
 
 

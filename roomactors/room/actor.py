@@ -526,36 +526,6 @@ class RoomActor:
         decision = await receive_pdu(self, msg.pdu)
         await self._store_decision(decision)
         return decision.outcome
-        pdu = decision.pdu
-        assert pdu is not None
-        if decision.state_before is None:  # an outlier (rejected or not): no state
-            await self._commit_event(
-                pdu,
-                state_before=None,
-                own_change={},
-                becomes_extremity=False,
-                outlier=True,
-                rejection_reason=outcome.reason if outcome.status == "rejected" else None,
-            )
-        elif outcome.status == "rejected":
-            # "not updating [the state] with the rejected event": its state after is
-            # the state before it.
-            await self._commit_event(
-                pdu,
-                state_before=decision.state_before,
-                own_change={},
-                becomes_extremity=False,
-                rejection_reason=outcome.reason,
-            )
-        else:
-            await self._commit_event(
-                pdu,
-                state_before=decision.state_before,
-                own_change={(pdu.type, pdu.state_key): pdu.event_id} if pdu.state_key is not None else {},
-                becomes_extremity=outcome.status == "accepted",
-                soft_failed=outcome.status == "soft_failed",
-            )
-        return outcome
 
     # ----------------------------------------------------------------------------------
     # Federation: staged PDUs, membership handshakes, adopting a remote room

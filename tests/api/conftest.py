@@ -28,7 +28,8 @@ def settings(tmp_path: Path) -> Settings:
             "http": {"client_bind": ["127.0.0.1:0"], "graceful_timeout_s": 0.5},
             "database": {"path": "data/roomactors.db"},
             "registration": {"enabled": True, "shared_secret": "test-shared-secret"},
-            "federation": {"bind": [], "trusted_key_servers": []},
+            # Single-server HTTP tests: federation off (tests/federation runs networks).
+            "federation": {"enabled": False, "trusted_key_servers": []},
         },
         base_dir=tmp_path,
     )

@@ -228,14 +228,13 @@ def test_generate_config_rejects_bad_ports(tmp_path: Path, port: str, capsys: py
     assert "--client-port" in capsys.readouterr().err
 
 
-def test_generate_config_federation_port_is_only_a_comment(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert generate(tmp_path, "--federation-port", "8448") == 0
-    text = (tmp_path / "etc/settings.toml").read_text()
-    assert "# Federation port chosen at generation: 8448." in text
-    assert "8448" not in "".join(line for line in text.splitlines() if not line.startswith("#"))
-    assert "note: --federation-port 8448 is recorded as a comment only" in capsys.readouterr().err
+def test_generate_config_federation_port_binds_the_federation_listener(tmp_path: Path) -> None:
+    assert generate(tmp_path, "--federation-port", "8449") == 0
+    settings = load_settings(tmp_path / "etc/settings.toml")
+    assert settings.federation.bind == ("0.0.0.0:8449",)
+    assert settings.federation.tls_certificate_path.exists()
+    assert generate(tmp_path / "other") == 0
+    assert load_settings(tmp_path / "other/etc/settings.toml").federation.bind == ("0.0.0.0:8448",)
 
 
 @pytest.mark.parametrize(
