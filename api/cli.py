@@ -382,15 +382,9 @@ def _write_private(path: Path, text: str, *, replace: bool) -> None:
     """Write ``text`` to ``path`` with mode 0600: a new file, or atomically replaced."""
     data = text.encode("utf-8")
     if not replace:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        from api.tls import write_new_file
+
+        write_new_file(path, data, 0o600)
         return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
     try:

@@ -94,9 +94,9 @@ def write_self_signed_pair(cert_path: Path, key_path: Path, server_name: str) ->
     cert_pem, key_pem = self_signed_pair([host])
     for path in (cert_path, key_path):
         path.parent.mkdir(parents=True, exist_ok=True)
-    _write_new(key_path, key_pem, 0o600)
+    write_new_file(key_path, key_pem, 0o600)
     try:
-        _write_new(cert_path, cert_pem, 0o644)
+        write_new_file(cert_path, cert_pem, 0o644)
     except BaseException:
         key_path.unlink(missing_ok=True)
         raise
@@ -117,7 +117,9 @@ def ensure_tls_files(cert_path: Path, key_path: Path, server_name: str) -> bool:
     return True
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
+def write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` (it must not exist) with ``mode``, write and fsync ``data``; on
+    any failure the partial file is removed."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as stream:

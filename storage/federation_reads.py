@@ -406,22 +406,13 @@ def server_states_before(
 
 # ------------------------------------------------------------------ room summaries
 
+from storage.directory import DIRECTORY_STATE_TYPES  # noqa: E402
+
 __all__ += ["SUMMARY_STATE_TYPES", "get_summary_state"]
 
 #: The current-state types a room summary (``/hierarchy``) is built from; every
 #: state key of ``m.space.child`` is read, the others with state key ``""``.
-SUMMARY_STATE_TYPES = (
-    "m.room.create",
-    "m.room.name",
-    "m.room.topic",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.join_rules",
-    "m.room.history_visibility",
-    "m.room.guest_access",
-    "m.room.encryption",
-    "m.space.child",
-)
+SUMMARY_STATE_TYPES = (*DIRECTORY_STATE_TYPES, "m.room.encryption", "m.space.child")
 
 
 def get_summary_state(conn: sa.Connection, room_id: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -23,8 +23,9 @@ server is 404 ``M_NOT_FOUND`` (logged) — profile.yaml's ``GET`` responses are
 200, 403 and 404 only, where Synapse answers 502 "Failed to fetch profile"
 outside the spec. The remote's object is returned without its ``null`` members;
 an empty one, or one without the asked field, is 404 like a local unset field.
-Without federation, other servers' users are 404. Key names are checked against profile.yaml's pattern (400
-``M_INVALID_PARAM``) and its 255-byte limit (400 ``M_KEY_TOO_LARGE``). Only
+Without federation, other servers' users are 404. Key names are checked against
+profile.yaml's pattern (400 ``M_INVALID_PARAM``, before anything is asked
+remotely) and its 255-byte limit (400 ``M_KEY_TOO_LARGE``). Only
 ``displayname`` and ``avatar_url`` can be changed — the ``m.profile_fields``
 capability (``api.client.versions``) advertises exactly those, since the
 ``profiles`` table has no room for other fields — so ``PUT``/``DELETE`` of any other
