@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv serve test bench bench-client synapse-venv
+.PHONY: venv serve test bench bench-client bench-federation synapse-venv
 
 venv: $(STAMP)
 
@@ -33,6 +33,12 @@ bench: venv
 # Extra args: make bench-client BENCH_CLIENT_ARGS='--rounds 3'
 bench-client: venv
 	$(PY) bench/client_api.py --synapse-version $(SYNAPSE_VERSION) $(BENCH_CLIENT_ARGS)
+
+# Federation: /send throughput, joining big rooms, delivery latency; roomactors vs
+# Synapse (.venv-synapse) over TLS on loopback. ~6 min; results in bench/results/<time>/.
+# Extra args: make bench-federation BENCH_FEDERATION_ARGS='--quick'
+bench-federation: venv synapse-venv
+	$(PY) bench/federation.py $(BENCH_FEDERATION_ARGS)
 
 # Synapse, the reference homeserver, in its own venv so .venv stays clean. It is the
 # oracle for tests/interop/test_synapse_differential.py (see tests/interop/synapse_oracle.py).

@@ -19,7 +19,8 @@ from tests.helpers.client import Api, make_settings, register, room_events
 
 @pytest.fixture
 def settings(tmp_path: Path):
-    return make_settings(tmp_path)  # rate limits off; `alice`/`bob` come from conftest
+    # Federation off: inviting other servers' users is then refused (403) before anything is built.
+    return make_settings(tmp_path, federation={"enabled": False})  # rate limits off; `alice`/`bob` come from conftest
 
 
 async def current_state(api: Api, room_id: str) -> dict[tuple[str, str], dict[str, Any]]:

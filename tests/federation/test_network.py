@@ -310,11 +310,16 @@ def test_sender_queues_waiting_out_a_backoff_count_as_idle() -> None:
     def hub(in_flight: int = 0, **queues: NS) -> NS:
         return NS(statistics=lambda: NS(in_flight=in_flight), queue_statistics=queues.get)
 
-    def queue(pdus: int = 0, edus: int = 0, catching_up: bool = False, backing_off: bool = False) -> NS:
-        return NS(pending_pdus=pdus, pending_edus=edus, catching_up=catching_up, backing_off=backing_off)
+    def queue(
+        pdus: int = 0, edus: int = 0, catching_up: bool = False, backing_off: bool = False, in_flight: bool = False
+    ) -> NS:
+        return NS(pending_pdus=pdus, pending_edus=edus, catching_up=catching_up, backing_off=backing_off,
+                  in_flight=in_flight)
 
     assert _sender_busy(hub(), ["hs2"]) is None
-    assert _sender_busy(hub(in_flight=1), ["hs2"]) == "1 transaction(s) in flight"
+    assert _sender_busy(hub(hs2=queue(in_flight=True)), ["hs2"]) == "a transaction to hs2 is in flight"
+    # A transaction held for a retry while the queue waits out its backoff is idle.
+    assert _sender_busy(hub(in_flight=1, hs2=queue(in_flight=True, backing_off=True)), ["hs2"]) is None
     assert _sender_busy(hub(hs2=queue(pdus=3)), ["hs2"]) == "queue to hs2 has work"
     assert _sender_busy(hub(hs2=queue(catching_up=True)), ["hs2"]) == "queue to hs2 has work"
     assert _sender_busy(hub(hs2=queue(pdus=3, backing_off=True)), ["hs2"]) is None
