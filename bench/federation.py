@@ -779,8 +779,8 @@ def main() -> None:
     p.add_argument("--pdus", type=int, default=1000, help="timed PDUs per /send run (multiple of 50)")
     p.add_argument("--join-sizes", default="1000,10000")
     p.add_argument("--join-https", type=int, default=1000, help="members of the HTTPS join room (0: skip)")
-    p.add_argument("--messages", type=int, default=200)
-    p.add_argument("--interval-ms", type=float, default=50)
+    p.add_argument("--messages", type=int, default=150)
+    p.add_argument("--interval-ms", type=float, default=200)
     p.add_argument("--results-dir", default=None)
     p.add_argument("--keep", action="store_true", help="keep the data directories (logs, databases)")
     # Child mode (internal).
