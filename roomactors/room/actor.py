@@ -222,8 +222,10 @@ class RoomActor:
         # Rooms whose staging area has rows (set by /send when our mailbox is full).
         self._staging_flags = staging_flags if staging_flags is not None else set()
         self._poison_after = poison_after
-        # Servers with a joined member in the current state (None: recompute).
+        # Servers with a joined member in the current state (None: recompute from
+        # the per-server join counts).
         self._joined_servers: frozenset[str] | None = None
+        self._server_joins: dict[str, int] = {}
         # The room (None until it exists: loaded, created or joined).
         self._version: str | None = None
         self._rules: RoomVersionRules | None = None
@@ -328,6 +330,11 @@ class RoomActor:
             for key, eid in self._current.items()
             if key[0] == _MEMBER and (m := _membership(self._current_events[eid])) is not None
         }
+        self._server_joins = {}
+        for user_id, membership in self._members.items():
+            if membership == "join":
+                server = user_id.split(":", 1)[1] if ":" in user_id else user_id
+                self._server_joins[server] = self._server_joins.get(server, 0) + 1
         self._joined_servers = None
         if len(self._extremities) == 1:
             # One extremity: its state *is* the current state; share the object so
@@ -988,15 +995,29 @@ class RoomActor:
         return len(orderings)
 
     def _joined(self) -> frozenset[str]:
-        """Servers with a joined member in the current state (cached until the
-        membership changes)."""
+        """Servers with a joined member in the current state (cached until a server
+        gains its first or loses its last joined member)."""
         if self._joined_servers is None:
-            servers: set[str] = set()
-            for user_id, membership in self._members.items():
-                if membership == "join":
-                    servers.add(user_id.split(":", 1)[1] if ":" in user_id else user_id)
-            self._joined_servers = frozenset(servers)
+            self._joined_servers = frozenset(s for s, n in self._server_joins.items() if n > 0)
         return self._joined_servers
+
+    def _set_member(self, user_id: str, membership: str | None) -> None:
+        """Update the membership index and the per-server join counts."""
+        before = self._members.get(user_id)
+        if membership is None:
+            self._members.pop(user_id, None)
+        else:
+            self._members[user_id] = membership
+        if (before == "join") == (membership == "join"):
+            return
+        server = user_id.split(":", 1)[1] if ":" in user_id else user_id
+        count = self._server_joins.get(server, 0) + (1 if membership == "join" else -1)
+        if count > 0:
+            self._server_joins[server] = count
+        else:
+            self._server_joins.pop(server, None)
+        if count in (0, 1):
+            self._joined_servers = None
 
     # ----------------------------------------------------------------------------------
     # RoomView (what the pipeline reads)
@@ -1250,7 +1271,11 @@ class RoomActor:
             assert state_after is not None and ref is not None
             new_extremities = update_forward_extremities(self._extremities, event_id, pdu.prev_events)
             new_current = await self._current_after(new_extremities, pdu, state_after)
-            current_delta = _diff(self._current, new_current)
+            if state_before is self._current and new_current is state_after:
+                # Linear: the current state changes by the event's own change only.
+                current_delta = {k: v for k, v in own_change.items() if self._current.get(k) != v}
+            else:
+                current_delta = _diff(self._current, new_current)
             added = {v for v in current_delta.values() if v is not None and v not in self._current_events}
             if event_id in added:
                 added.discard(event_id)
@@ -1303,24 +1328,21 @@ class RoomActor:
         delta: Mapping[StateKey, str | None],
         new_state_events: Mapping[str, dict[str, Any]],
     ) -> None:
-        events = {**self._current_events, **new_state_events}
-        live = set(new_current.values())
-        for event_id in [e for e in events if e not in live]:
-            del events[event_id]
-        members = dict(self._members)
+        # O(size of the change), not of the room: a 10,000-member room pays only one
+        # C-level dict copy per change (the copy keeps StateViews handed out valid).
+        events = dict(self._current_events)
+        for key, event_id in delta.items():
+            old = self._current.get(key)
+            if old is not None and old != event_id:
+                events.pop(old, None)  # an event ID is the value of exactly one key
+        events.update(new_state_events)
         for (event_type, state_key), event_id in delta.items():
             if event_type != _MEMBER:
                 continue
             membership = None if event_id is None else _membership(events[event_id])
-            if membership is None:
-                members.pop(state_key, None)
-            else:
-                members[state_key] = membership
+            self._set_member(state_key, membership)
         self._current = new_current
         self._current_events = events
-        if members != self._members:
-            self._joined_servers = None
-        self._members = members
 
     def _new_event(
         self,
