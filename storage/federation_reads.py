@@ -45,6 +45,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from roomactors.protocol.pdu import event_refs
 from roomactors.protocol.room_versions import KNOWN_ROOM_VERSIONS, get_rules
 
 from .rooms import StoredEvent, _chain_cte, _load_json, _sql, get_events
@@ -70,17 +71,6 @@ MAX_AUTH_CHAIN = 100_000
 
 _MEMBER = "m.room.member"
 _HISTORY_VISIBILITY = "m.room.history_visibility"
-
-
-def event_refs(event: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    """The event IDs in ``event[key]``: plain IDs (v3+) or ``[id, {hashes}]`` pairs."""
-    out: list[str] = []
-    for ref in event.get(key) or ():
-        if isinstance(ref, str):
-            out.append(ref)
-        elif isinstance(ref, (list, tuple)) and ref and isinstance(ref[0], str):
-            out.append(ref[0])
-    return tuple(out)
 
 
 def _in_dag(ev: StoredEvent, room_id: str) -> bool:

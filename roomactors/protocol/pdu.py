@@ -57,6 +57,7 @@ hashing ignore ``content`` and ``json`` and cover the parsed scalar fields
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from .canonical import canonical_json, check_json_numbers
@@ -67,6 +68,7 @@ from .room_versions import RoomVersionRules, get_rules
 
 __all__ = [
     "Pdu",
+    "event_refs",
     "parse_pdu",
     "parse_pdu_with_rules",
     "parse_own_pdu",
@@ -460,3 +462,16 @@ def _check_event_id_field(event: dict, rules: RoomVersionRules) -> None:
             f"event_id {event_id!r} is not a valid event ID for room version {rules.version}",
             rule=_RULE_EVENT_ID,
         )
+
+
+def event_refs(event: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """The event IDs in ``event[key]`` (``prev_events`` / ``auth_events``), whether
+    plain IDs (v3+) or ``[event_id, {hashes}]`` pairs (v1/v2). Malformed entries
+    are skipped (parsed PDUs have none)."""
+    out: list[str] = []
+    for ref in event.get(key) or ():
+        if isinstance(ref, str):
+            out.append(ref)
+        elif isinstance(ref, (list, tuple)) and ref and isinstance(ref[0], str):
+            out.append(ref[0])
+    return tuple(out)

@@ -41,7 +41,7 @@ from roomactors.clock import Clock
 from roomactors.protocol.b64 import encode_base64
 from roomactors.protocol.hashing import event_id_from_reference_hash, reference_hash
 from roomactors.protocol.ids import EventId, RoomId, UserId
-from roomactors.protocol.pdu import Pdu, parse_own_pdu, parse_pdu_with_rules
+from roomactors.protocol.pdu import event_refs, Pdu, parse_own_pdu, parse_pdu_with_rules
 from roomactors.protocol.room_versions import RoomVersionRules, get_rules
 from roomactors.protocol.signing import SignedEvent, sign_event_and_hash
 
@@ -53,19 +53,6 @@ __all__ = [
     "make_refs",
     "sign_template",
 ]
-
-
-def event_refs(event: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    """The event IDs in ``event[key]`` (``prev_events`` / ``auth_events``), whether
-    plain IDs (v3+) or ``[event_id, {hashes}]`` pairs (v1/v2). Malformed entries
-    are skipped (parsed PDUs have none)."""
-    out: list[str] = []
-    for ref in event.get(key) or ():
-        if isinstance(ref, str):
-            out.append(ref)
-        elif isinstance(ref, (list, tuple)) and ref and isinstance(ref[0], str):
-            out.append(ref[0])
-    return tuple(out)
 
 
 def make_refs(event_ids: Iterable[str], referenced: Mapping[str, dict], rules: RoomVersionRules) -> list[Any]:
