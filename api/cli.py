@@ -382,7 +382,7 @@ def _write_private(path: Path, text: str, *, replace: bool) -> None:
     """Write ``text`` to ``path`` with mode 0600: a new file, or atomically replaced."""
     data = text.encode("utf-8")
     if not replace:
-        from api.tls import write_new_file
+        from api.files import write_new_file
 
         write_new_file(path, data, 0o600)
         return

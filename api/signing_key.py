@@ -33,6 +33,7 @@ fresh key gets the version ``a_`` plus four random letters or digits, as Synapse
 from __future__ import annotations
 
 import json
+import io
 import logging
 import os
 import secrets
@@ -48,6 +49,8 @@ from signedjson.key import (
     write_signing_keys,
 )
 from signedjson.types import SigningKey
+
+from api.files import write_new_file
 
 from roomactors.protocol.b64 import decode_base64, encode_base64
 from roomactors.protocol.server_keys import OldVerifyKey, key_id_of
@@ -85,20 +88,14 @@ def write_signing_key(path: str | Path, key: SigningKey) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SigningKeyError(f"{path}: cannot create signing key file: {e.strerror}") from None
+    stream = io.StringIO()
+    write_signing_keys(stream, [key])
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_new_file(path, stream.getvalue().encode("ascii"), 0o600)
     except FileExistsError:
         raise SigningKeyError(f"{path}: signing key file already exists; refusing to overwrite it") from None
     except OSError as e:
         raise SigningKeyError(f"{path}: cannot create signing key file: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as stream:
-            write_signing_keys(stream, [key])
-            stream.flush()
-            os.fsync(stream.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def load_signing_key(path: str | Path) -> SigningKey:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +33,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from api.files import write_new_file
 
 from roomactors.protocol.server_discovery import parse_server_name
 
@@ -115,17 +116,3 @@ def ensure_tls_files(cert_path: Path, key_path: Path, server_name: str) -> bool:
     except OSError as e:
         raise TlsFilesError(f"cannot write {cert_path} / {key_path}: {e}") from e
     return True
-
-
-def write_new_file(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` (it must not exist) with ``mode``, write and fsync ``data``; on
-    any failure the partial file is removed."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
