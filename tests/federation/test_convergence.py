@@ -15,7 +15,15 @@ from roomactors.protocol.state_res import resolve_state
 from roomactors.federation_client import FederationResponse
 from roomactors.testing import open_test_network
 from storage import rooms as room_storage
-from tests.helpers.federation import create_room, join, messages, send_state, send_text, state
+from tests.helpers.federation import (
+    alice_and_bob_in_a_room,
+    create_room,
+    join,
+    messages,
+    send_state,
+    send_text,
+    state,
+)
 
 pytestmark = pytest.mark.parametrize("room_version", ["12", "10"])
 
@@ -163,12 +171,7 @@ async def test_partition_conflicting_power_and_bans_converge(room_version: str, 
 
 async def test_settle_returns_during_a_partition(room_version: str) -> None:
     async with open_test_network(2) as net:
-        hs1, hs2 = net["hs1"], net["hs2"]
-        alice = await hs1.register("alice")
-        bob = await hs2.register("bob")
-        room_id = await create_room(hs1, alice, preset="public_chat", room_version=room_version)
-        assert (await join(hs2, bob, room_id, via="hs1"))[0] == 200
-        await net.settle()
+        hs1, hs2, alice, bob, room_id = await alice_and_bob_in_a_room(net, room_version)
         net.partition({"hs1"}, {"hs2"})
         await send_text(hs1, alice, room_id, "queued for hs2")
         try:

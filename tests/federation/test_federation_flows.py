@@ -7,7 +7,16 @@ from __future__ import annotations
 import pytest
 
 from roomactors.testing import open_test_network
-from tests.helpers.federation import create_room, join, messages, send_state, send_text, state, sync
+from tests.helpers.federation import (
+    alice_and_bob_in_a_room,
+    create_room,
+    join,
+    messages,
+    send_state,
+    send_text,
+    state,
+    sync,
+)
 
 pytestmark = pytest.mark.parametrize("room_version", ["12", "10"])
 
@@ -117,12 +126,7 @@ async def test_reject_remote_invite(room_version: str) -> None:
 
 async def test_kick_and_ban_of_remote_user(room_version: str) -> None:
     async with open_test_network(2) as net:
-        hs1, hs2 = net["hs1"], net["hs2"]
-        alice = await hs1.register("alice")
-        bob = await hs2.register("bob")
-        room_id = await create_room(hs1, alice, preset="public_chat", room_version=room_version)
-        assert (await join(hs2, bob, room_id, via="hs1"))[0] == 200
-        await net.settle()
+        hs1, hs2, alice, bob, room_id = await alice_and_bob_in_a_room(net, room_version)
         # kick
         status, body = await hs1.api(
             "POST", f"/_matrix/client/v3/rooms/{room_id}/kick", token=alice.access_token,
@@ -165,12 +169,7 @@ async def test_kick_and_ban_of_remote_user(room_version: str) -> None:
 
 async def test_name_topic_power_levels_propagate(room_version: str) -> None:
     async with open_test_network(2) as net:
-        hs1, hs2 = net["hs1"], net["hs2"]
-        alice = await hs1.register("alice")
-        bob = await hs2.register("bob")
-        room_id = await create_room(hs1, alice, preset="public_chat", room_version=room_version)
-        assert (await join(hs2, bob, room_id, via="hs1"))[0] == 200
-        await net.settle()
+        hs1, hs2, alice, bob, room_id = await alice_and_bob_in_a_room(net, room_version)
         status, body = await send_state(hs1, alice, room_id, "m.room.name", {"name": "Lobby"})
         assert status == 200, body
         status, power = await hs1.api(

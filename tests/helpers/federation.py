@@ -49,6 +49,19 @@ async def create_room(hs: Any, user: Any, **body: Any) -> str:
     return answer["room_id"]
 
 
+async def alice_and_bob_in_a_room(net: Any, room_version: str) -> tuple[Any, Any, Any, Any, str]:
+    """``(hs1, hs2, alice, bob, room_id)``: alice@hs1's public room, joined by bob@hs2
+    through hs1, with the network settled."""
+    hs1, hs2 = net["hs1"], net["hs2"]
+    alice = await hs1.register("alice")
+    bob = await hs2.register("bob")
+    room_id = await create_room(hs1, alice, preset="public_chat", room_version=room_version)
+    status, body = await join(hs2, bob, room_id, via="hs1")
+    assert status == 200, body
+    await net.settle()
+    return hs1, hs2, alice, bob, room_id
+
+
 async def join(hs: Any, user: Any, room_id: str, via: str | Sequence[str] | None = None) -> tuple[int, Any]:
     query = ""
     if via is not None:
