@@ -89,7 +89,7 @@ from roomactors.protocol.filters import (
 from roomactors.protocol.redaction import redact_with_rules
 from roomactors.protocol.room_versions import get_rules
 from roomactors.protocol.visibility import strip_state_events, stripped_state
-from storage import timeline, userdata
+from storage import device_lists, e2e_keys, timeline, to_device, userdata
 from storage.accounts import current_stream_id
 from storage.rooms import StoredEvent, get_events
 from storage.schema import forgotten_rooms, rooms
@@ -104,7 +104,7 @@ blueprint = Blueprint("sync", __name__)
 MAX_TIMELINE_SCAN = 1000
 
 # Positions are SQLite integers: at most 18 ASCII digits keeps them in range.
-_TOKEN = re.compile(r"s([0-9]{1,18})_([0-9]{1,18})_([0-9]{1,18})\Z")
+_TOKEN = re.compile(r"s([0-9]{1,18})_([0-9]{1,18})_([0-9]{1,18})(?:_([0-9]{1,18}))?\Z")
 _FILTER_ID = re.compile(r"[0-9]{1,18}\Z")
 
 
@@ -113,16 +113,17 @@ class SyncToken:
     events: int
     misc: int
     typing: int
+    to_device: int = 0  # the last to-device message delivered (storage.to_device); a 3-part token is 0
 
     def __str__(self) -> str:
-        return f"s{self.events}_{self.misc}_{self.typing}"
+        return f"s{self.events}_{self.misc}_{self.typing}_{self.to_device}"
 
     @classmethod
     def parse(cls, text: str) -> SyncToken:
         m = _TOKEN.match(text)
         if m is None:
             raise MatrixError("M_INVALID_PARAM", 400, f"invalid sync token {text!r}")
-        return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4) or 0))
 
 
 @dataclass(slots=True)
@@ -142,6 +143,7 @@ class SyncResult:
     body: dict[str, Any]
     events_pos: int
     misc_pos: int
+    to_device_pos: int = 0
     joined: list[str] = field(default_factory=list)
     empty: bool = True
 
@@ -451,9 +453,27 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
             events = events[: f.presence.limit]
         if events:
             body["presence"] = {"events": events}
+    # End-to-end encryption (issue 6). Each part is owned by its storage module:
+    # to-device messages (storage.to_device), device-list changes (storage.device_lists)
+    # and this device's key counts (storage.e2e_keys).
+    since_to_device = req.since.to_device if req.since else 0
+    to_device_events, result.to_device_pos = to_device.sync_to_device(
+        conn, req.user_id, req.device_id, after=since_to_device
+    )
+    if to_device_events:
+        body["to_device"] = {"events": to_device_events}
+    changed, left = device_lists.sync_device_lists(
+        conn, req.user_id, initial=initial, since_events=since_ev, upto_events=upto,
+        since_misc=since_misc, upto_misc=misc_upto,
+    )
+    if changed or left:
+        body["device_lists"] = {"changed": changed, "left": left}
+    body["device_one_time_keys_count"] = e2e_keys.one_time_key_counts(conn, req.user_id, req.device_id)
+    body["device_unused_fallback_key_types"] = e2e_keys.unused_fallback_key_types(conn, req.user_id, req.device_id)
     result.body = body
     result.joined = joined_ids
-    result.empty = not (join or invite or leave or knock or global_account or body.get("presence"))
+    result.empty = not (join or invite or leave or knock or global_account or body.get("presence")
+                        or to_device_events or changed or left)
     return result
 
 
@@ -542,7 +562,7 @@ async def sync():
                 await listener.wait()
             if trio.current_time() >= deadline and not listener.woken:
                 break
-    result.body["next_batch"] = str(SyncToken(result.events_pos, result.misc_pos, typing_serial))
+    result.body["next_batch"] = str(SyncToken(result.events_pos, result.misc_pos, typing_serial, result.to_device_pos))
     return json_response(result.body)
 
 
