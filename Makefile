@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv serve test bench bench-client bench-federation synapse-venv
+.PHONY: venv serve test bench bench-client bench-federation bench-e2ee bench-media synapse-venv
 
 venv: $(STAMP)
 
@@ -39,6 +39,18 @@ bench-client: venv
 # Extra args: make bench-federation BENCH_FEDERATION_ARGS='--quick'
 bench-federation: venv synapse-venv
 	$(PY) bench/federation.py $(BENCH_FEDERATION_ARGS)
+
+# E2EE: to-device delivered/s and /keys/query for 100 users; roomactors vs Synapse
+# (.venv-synapse), each a separate process on loopback. ~3 min; results in bench/results/<time>/.
+# Extra args: make bench-e2ee BENCH_E2EE_ARGS='--quick'
+bench-e2ee: venv synapse-venv
+	$(PY) bench/e2ee.py $(BENCH_E2EE_ARGS)
+
+# Media: thumbnails generated per second, roomactors vs Synapse (.venv-synapse,
+# dynamic_thumbnails on), each a separate process on loopback. ~2 min; results in
+# bench/results/<time>/. Extra args: make bench-media BENCH_MEDIA_ARGS='--images 20'
+bench-media: venv synapse-venv
+	$(PY) bench/media.py $(BENCH_MEDIA_ARGS)
 
 # Synapse, the reference homeserver, in its own venv so .venv stays clean. It is the
 # oracle for tests/interop/test_synapse_differential.py (see tests/interop/synapse_oracle.py).

@@ -30,6 +30,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from api.client import BLUEPRINTS
 from api.federation import BLUEPRINTS as FEDERATION_BLUEPRINTS
+from api.media import BLUEPRINTS as MEDIA_BLUEPRINTS
 from api.deps import Deps
 from api.errors import MatrixError, for_http_status
 from api.responses import json_response
@@ -50,7 +51,7 @@ def create_app(deps: Deps) -> QuartTrio:
     app.url_map.merge_slashes = False
     app.extensions["roomactors"] = deps
 
-    for blueprint in (*BLUEPRINTS, *FEDERATION_BLUEPRINTS):
+    for blueprint in (*BLUEPRINTS, *FEDERATION_BLUEPRINTS, *MEDIA_BLUEPRINTS):
         app.register_blueprint(blueprint)
 
     @app.before_request

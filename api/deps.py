@@ -50,6 +50,11 @@ class Deps:
     keys: Any = None
     federation: Any = None
     sender: Any = None
+    #: The media repository (roomactors/media.MediaRepository).
+    media: Any = None
+    #: The device-list service (roomactors/device_lists.DeviceLists): call
+    #: ``after_local_change(user_id)`` after committing a device or key change.
+    device_lists: Any = None
     #: Rooms whose inbound staging area has PDUs their actor has not been woken
     #: for (a full mailbox); each actor drains and clears its entry.
     staging_flags: set[Any] = field(default_factory=set)

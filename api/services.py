@@ -11,7 +11,8 @@ except its HTTP listener (``api.server.serve`` adds hypercorn; tests and
     └── nursery
         ├── SenderHub.run         one DestinationQueue task per remote server ([federation] enabled)
         ├── RoomRegistry.run      one task per loaded room actor
-        └── TypingService.run     typing timeouts
+        ├── TypingService.run     typing timeouts
+        └── DeviceLists.run       device-list notifications, remote resyncs, cache invalidation
 
 Startup order follows docs/ARCHITECTURE.md: database, then the registry, then the
 ephemeral services; each is started with ``nursery.start`` so it is ready before
@@ -42,8 +43,10 @@ from api.ratelimit import Limit, RateLimiter
 from api.settings import Settings
 from api.signing_key import load_old_verify_keys, load_or_create_signing_key
 from roomactors.clock import Clock, SystemClock
+from roomactors.device_lists import DeviceLists
 from roomactors.federation_client import FederationClient, FederationTransport, HttpsTransport
 from roomactors.inbound import RemoteEvents
+from roomactors.media import MediaRepository
 from roomactors.keys import KeyService
 from roomactors.sender import SenderHub
 from roomactors.notifier import Notifier
@@ -78,6 +81,10 @@ async def open_homeserver(
     def on_commit(room_id: RoomId, stream_ordering: int, event: dict[str, Any]) -> None:
         if event.get("type") == "m.room.member" and isinstance(event.get("state_key"), str):
             notifier.notify(room_id, event["state_key"])
+            membership = (event.get("content") or {}).get("membership")
+            if isinstance(membership, str):
+                # Device lists: drop remote caches when we share no room any more.
+                device_lists.after_membership_change(room_id, event["state_key"], membership)
         else:
             notifier.notify(room_id)
 
@@ -117,6 +124,10 @@ async def open_homeserver(
             )
             remote = RemoteEvents(federation, keys, timeout_s=fed.request_timeout_s)
         staging_flags: set[Any] = set()
+        device_lists = DeviceLists(
+            db=db, notifier=notifier, server_name=server_name, clock=clock, federation=federation, sender=sender,
+            request_timeout_s=fed.request_timeout_s,
+        )
 
         def on_outbound(room_id: RoomId, stream_ordering: int, pdu: dict[str, Any], destinations: frozenset[str]) -> None:
             if sender is not None:
@@ -155,6 +166,13 @@ async def open_homeserver(
                 await nursery.start(sender.run)
             await nursery.start(run_registry)
             await nursery.start(typing.run)
+            # The media repository: uploads, downloads, thumbnails, remote media (roomactors/media).
+            media = MediaRepository(
+                db=db, server_name=server_name, settings=settings.media, clock=clock,
+                federation=federation, max_request_size=settings.http.max_request_size,
+            )
+            await nursery.start(media.run)
+            await nursery.start(device_lists.run)
             deps = Deps(
                 settings=settings,
                 server_name=server_name,
@@ -170,7 +188,9 @@ async def open_homeserver(
                 keys=keys,
                 federation=federation,
                 sender=sender,
+                media=media,
                 staging_flags=staging_flags,
+                device_lists=device_lists,
             )
             # PDUs staged before a restart: wake their rooms (each actor drains).
             if remote is not None:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from roomactors.media.config import MediaSettings
 from roomactors.protocol.ids import is_valid_server_name
 from roomactors.registry import RegistrySettings
 
@@ -59,6 +60,7 @@ __all__ = [
     "SettingsError",
     "SyncSettings",
     "FederationSettings",
+    "MediaSettings",
     "DEFAULT_IP_RANGE_DENYLIST",
     "client_base_url",
     "load_settings",
@@ -190,6 +192,8 @@ class Settings:
     auth: AuthSettings
     sync: SyncSettings
     federation: FederationSettings
+    #: ``[media]``: the media repository (roomactors/media); defined there.
+    media: MediaSettings
 
 
 #: Outbound federation never connects here by default (Synapse's
@@ -260,6 +264,14 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "request_timeout_s": 60.0,
         "backoff_initial_s": 5.0,
         "backoff_max_s": 3600.0,
+    },
+    "media": {
+        "directory": "data/media",
+        "max_upload_size": 50 * 1024 * 1024,
+        "enable_legacy_unauthenticated_media": True,
+        "max_image_pixels": 32_000_000,
+        "remote_max_size": 50 * 1024 * 1024,
+        "remote_timeout_s": 60.0,
     },
 }
 
@@ -379,6 +391,20 @@ def parse_settings(data: Mapping[str, Any], *, base_dir: Path) -> Settings:
             ),
         ),
         federation=_federation_settings(get, base_dir),
+        media=_media_settings(get, base_dir),
+    )
+
+
+def _media_settings(get: Any, base_dir: Path) -> MediaSettings:
+    return MediaSettings(
+        directory=_path(get("media", "directory"), "media", "directory", base_dir),
+        max_upload_size=_int(get("media", "max_upload_size"), "media", "max_upload_size", minimum=1),
+        enable_legacy_unauthenticated_media=_bool(
+            get("media", "enable_legacy_unauthenticated_media"), "media", "enable_legacy_unauthenticated_media"
+        ),
+        max_image_pixels=_int(get("media", "max_image_pixels"), "media", "max_image_pixels", minimum=1),
+        remote_max_size=_int(get("media", "remote_max_size"), "media", "remote_max_size", minimum=1),
+        remote_timeout_s=_number(get("media", "remote_timeout_s"), "media", "remote_timeout_s", minimum=0, exclusive=True),
     )
 
 

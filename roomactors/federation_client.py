@@ -18,6 +18,11 @@ while production speaks HTTPS::
 ``FederationClient`` turns the response into JSON: 2xx with a JSON body is the
 result; any other status raises :class:`FederationError` (status, errcode, error,
 body); a 2xx that is not JSON raises ``FederationError(status, "M_NOT_JSON")``.
+``FederationClient.get_raw`` (media) returns the raw :class:`FederationResponse`
+whatever its status, refusing a body over ``max_bytes`` with
+:class:`ResponseTooLarge`: the HTTPS transport stops reading as soon as the limit is
+passed (transports that say ``supports_max_response_bytes``); other transports are
+checked once they answer.
 
 HttpsTransport details
 ~~~~~~~~~~~~~~~~~~~~~~
@@ -73,6 +78,7 @@ __all__ = [
     "FederationTransport",
     "FederationUnreachable",
     "HttpsTransport",
+    "ResponseTooLarge",
     "encode_target",
 ]
 
@@ -106,6 +112,10 @@ class FederationResponse:
 
 class FederationUnreachable(Exception):
     """The destination could not be reached: DNS, connect, TLS, deny-listed address, timeout."""
+
+
+class ResponseTooLarge(FederationUnreachable):
+    """The answer's body passed the size limit of the request (nothing more was read)."""
 
 
 class FederationError(Exception):
@@ -198,6 +208,34 @@ class FederationClient:
             raise FederationError(response.status, errcode, error, parsed)
         raise FederationError(response.status, None, None, response.body if parsed is _NOT_JSON else parsed)
 
+    async def get_raw(
+        self,
+        destination: str,
+        path: str,
+        *,
+        query: Mapping[str, str | Sequence[str]] | None = None,
+        max_bytes: int,
+        timeout_s: float | None = None,
+    ) -> FederationResponse:
+        """One signed GET; the raw answer (any status). Raises
+        :class:`FederationUnreachable`, or :class:`ResponseTooLarge` past ``max_bytes``."""
+        target = encode_target(path, query)
+        headers = {
+            "Authorization": sign_request(
+                method="GET", uri=target, origin=self.server_name, destination=destination,
+                content=None, signing_key=self._signing_key,
+            ),
+        }
+        request = FederationRequest(destination=destination, method="GET", target=target, headers=headers, body=None)
+        timeout = self._timeout_s if timeout_s is None else timeout_s
+        if getattr(self.transport, "supports_max_response_bytes", False):
+            response = await self.transport.send(request, timeout_s=timeout, max_response_bytes=max_bytes)  # type: ignore[call-arg]
+        else:
+            response = await self.transport.send(request, timeout_s=timeout)
+        if len(response.body) > max_bytes:
+            raise ResponseTooLarge(f"{destination}: response larger than {max_bytes} bytes")
+        return response
+
     async def get_json(self, destination: str, path: str, *, query: Mapping[str, str | Sequence[str]] | None = None) -> Any:
         return await self.request(destination, "GET", path, query=query)
 
@@ -282,6 +320,9 @@ class _PinnedTransport(httpx.AsyncHTTPTransport):
 class HttpsTransport:
     """:class:`FederationTransport` over HTTPS with spec server discovery (httpx on trio)."""
 
+    #: ``send`` takes ``max_response_bytes`` (``FederationClient.get_raw``).
+    supports_max_response_bytes = True
+
     def __init__(
         self,
         *,
@@ -342,7 +383,9 @@ class HttpsTransport:
             client, self._client = self._client, None
             await client.aclose()
 
-    async def send(self, request: FederationRequest, *, timeout_s: float) -> FederationResponse:
+    async def send(
+        self, request: FederationRequest, *, timeout_s: float, max_response_bytes: int | None = None
+    ) -> FederationResponse:
         try:
             with trio.fail_after(timeout_s):
                 resolution = await self.discovery.resolve(request.destination)
@@ -352,7 +395,7 @@ class HttpsTransport:
                     target=request.target,
                     headers=request.headers,
                     body=request.body,
-                    max_bytes=self._max_response_bytes,
+                    max_bytes=self._max_response_bytes if max_response_bytes is None else max_response_bytes,
                 )
         except trio.TooSlowError:
             raise FederationUnreachable(f"{request.destination}: no answer within {timeout_s} s") from None
@@ -405,7 +448,7 @@ class HttpsTransport:
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise FederationUnreachable(f"{url.host}: response larger than {max_bytes} bytes")
+                    raise ResponseTooLarge(f"{url.host}: response larger than {max_bytes} bytes")
                 chunks.append(chunk)
         finally:
             await response.aclose()

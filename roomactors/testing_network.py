@@ -547,7 +547,7 @@ def _sender_busy(sender: Any, destinations: Iterable[str]) -> str | None:
             continue  # a transaction waiting out its backoff needs time to pass
         if queue.in_flight:
             return f"a transaction to {destination} is in flight"
-        if queue.pending_pdus or queue.pending_edus or queue.catching_up:
+        if queue.pending_pdus or queue.pending_edus or queue.catching_up or getattr(queue, "outbox_pending", False):
             return f"queue to {destination} has work"
     return None
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import device_lists, e2e_keys, to_device
 from .schema import access_tokens, devices, profiles, refresh_tokens, stream_positions, users
 
 __all__ = [
@@ -141,7 +142,10 @@ def deactivate_user(conn: sa.Connection, user_id: str) -> None:
     conn.execute(sa.update(users).where(users.c.user_id == user_id).values(password_hash=None, deactivated=True))
     conn.execute(sa.delete(access_tokens).where(access_tokens.c.user_id == user_id))
     conn.execute(sa.delete(refresh_tokens).where(refresh_tokens.c.user_id == user_id))
+    device_lists.record_devices_deleted(conn, user_id, None)  # m.device_list_update to room-mates
     conn.execute(sa.delete(devices).where(devices.c.user_id == user_id))
+    to_device.delete_device_inbox(conn, user_id)  # their to-device inboxes go with them
+    e2e_keys.delete_device_keys(conn, user_id, None)  # and their end-to-end keys
 
 
 # ---------------------------------------------------------------------- devices
@@ -159,6 +163,7 @@ def upsert_device(
                 user_id=user_id, device_id=device_id, display_name=display_name, last_seen_ts=ts, last_seen_ip=ip
             )
         )
+        device_lists.record_device_change(conn, user_id, device_id)  # a new device: tell room-mates
         return True
     values: dict[str, Any] = {"last_seen_ts": ts, "last_seen_ip": ip}
     if display_name is not None:
@@ -191,6 +196,8 @@ def update_device(conn: sa.Connection, user_id: str, device_id: str, display_nam
         .where(devices.c.user_id == user_id, devices.c.device_id == device_id)
         .values(display_name=display_name)
     )
+    if result.rowcount > 0:
+        device_lists.record_device_change(conn, user_id, device_id)  # renamed: tell room-mates
     return result.rowcount > 0
 
 
@@ -212,7 +219,10 @@ def delete_devices(conn: sa.Connection, user_id: str, device_ids: list[str]) -> 
             refresh_tokens.c.user_id == user_id, refresh_tokens.c.device_id.in_(device_ids)
         )
     )
+    device_lists.record_devices_deleted(conn, user_id, device_ids)  # m.device_list_update to room-mates
     conn.execute(sa.delete(devices).where(devices.c.user_id == user_id, devices.c.device_id.in_(device_ids)))
+    to_device.delete_device_inbox(conn, user_id, device_ids)  # their to-device inboxes go with them
+    e2e_keys.delete_device_keys(conn, user_id, device_ids)  # and their end-to-end keys
     return removed
 
 
@@ -262,10 +272,13 @@ def delete_user_tokens(conn: sa.Connection, user_id: str, *, except_device: str 
     if except_device is not None:
         rwhere.append(refresh_tokens.c.device_id != except_device)
     conn.execute(sa.delete(refresh_tokens).where(*rwhere))
+    device_lists.record_devices_deleted(conn, user_id, None, except_device=except_device)  # tell room-mates
     if except_device is None:
         conn.execute(sa.delete(devices).where(devices.c.user_id == user_id))
     else:
         conn.execute(sa.delete(devices).where(devices.c.user_id == user_id, devices.c.device_id != except_device))
+    to_device.delete_device_inbox(conn, user_id, except_device=except_device)  # inboxes go with the devices
+    e2e_keys.delete_device_keys(conn, user_id, None, except_device=except_device)  # so do their keys
     return removed
 
 

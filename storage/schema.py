@@ -467,3 +467,268 @@ destinations = sa.Table(
 txn_ids_event = sa.Index("txn_ids_event", txn_ids.c.event_id)
 # A user's memberships (/sync, /joined_rooms): current_state rows by state_key.
 current_state_member = sa.Index("current_state_member", current_state.c.state_key, current_state.c.type)
+
+# ----------------------------------------------------------------------------------
+# To-device messaging and the durable outbound EDU outbox (issue 6; migration 0007;
+# storage/to_device.py, storage/outbox.py).
+
+# EDUs owed to remote servers that must not be lost (m.direct_to_device,
+# m.device_list_update, m.signing_key_update): written in the same transaction as
+# the change they report, read oldest first by the destination's sender queue and
+# deleted only once the peer has answered the transaction that carried them.
+federation_outbox = sa.Table(
+    "federation_outbox",
+    metadata,
+    sa.Column("outbox_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("destination", sa.Text, nullable=False),
+    sa.Column("edu_type", sa.Text, nullable=False),
+    sa.Column("content_json", sa.Text, nullable=False),
+    sa.Index("federation_outbox_destination", "destination", "outbox_id"),
+    sqlite_autoincrement=True,
+)
+
+# One row per to-device message waiting for a local device. ``stream_id`` is the
+# to-device stream position (AUTOINCREMENT: never reused, so a sync token's position
+# can never point past a message that is not delivered yet); rows are deleted once
+# the device acknowledges them by syncing with a later ``since``.
+device_inbox = sa.Table(
+    "device_inbox",
+    metadata,
+    sa.Column("stream_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("device_id", sa.Text, nullable=False),
+    sa.Column("sender", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("content_json", sa.Text, nullable=False),
+    sa.Index("device_inbox_device", "user_id", "device_id", "stream_id"),
+    sqlite_autoincrement=True,
+)
+
+# /sendToDevice transaction IDs already handled, per sending device (client-server
+# API "Transaction identifiers"): a retry is answered 200 and enqueues nothing.
+to_device_txns = sa.Table(
+    "to_device_txns",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("device_id", sa.Text, primary_key=True),
+    sa.Column("event_type", sa.Text, primary_key=True),
+    sa.Column("txn_id", sa.Text, primary_key=True),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Index("to_device_txns_created", "created_ts"),
+    sqlite_with_rowid=False,
+)
+
+# m.direct_to_device EDUs already delivered, by (origin, message_id): a retried or
+# repeated EDU is never delivered twice. Rows older than a week are pruned.
+to_device_received = sa.Table(
+    "to_device_received",
+    metadata,
+    sa.Column("origin", sa.Text, primary_key=True),
+    sa.Column("message_id", sa.Text, primary_key=True),
+    sa.Column("received_ts", sa.BigInteger, nullable=False),
+    sa.Index("to_device_received_ts", "received_ts"),
+    sqlite_with_rowid=False,
+)
+
+# ----------------------------------------------------------------------------------
+# Device lists (issue 6; migration 0008; storage/device_lists.py, storage/remote_devices.py).
+
+# The device-list change stream: one row per change to a user's devices (device_id
+# set) or cross-signing keys (device_id NULL), local or remote, at a position of the
+# shared "misc" counter, so a sync token's misc part bounds it. /sync and
+# /keys/changes read the users in a window; a local user's newest device row is the
+# ``stream_id`` of their m.device_list_update EDUs and of /user/devices.
+device_list_changes = sa.Table(
+    "device_list_changes",
+    metadata,
+    sa.Column("stream_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("device_id", sa.Text, nullable=True),
+    sa.Index("device_list_changes_user", "user_id", "stream_id"),
+)
+
+# The remote device-list cache, one row per remote user we track: the last
+# ``stream_id`` of theirs we hold (the ``prev_id`` an incremental update must name),
+# ``stale`` (a gap was seen: resync through /user/devices), and their cross-signing
+# keys (JSON). Deleted when we share no room with the user any more.
+remote_device_users = sa.Table(
+    "remote_device_users",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("stream_id", sa.Integer, nullable=True),
+    sa.Column("stale", sa.Boolean, nullable=False, server_default="0"),
+    sa.Column("master_key", sa.Text, nullable=True),
+    sa.Column("self_signing_key", sa.Text, nullable=True),
+    sa.Column("updated_ts", sa.BigInteger, nullable=False, server_default="0"),
+    sqlite_with_rowid=False,
+)
+
+# The cached devices of a tracked remote user: display name and signed device keys
+# (JSON; NULL: the device has uploaded none).
+remote_devices = sa.Table(
+    "remote_devices",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("device_id", sa.Text, primary_key=True),
+    sa.Column("display_name", sa.Text, nullable=True),
+    sa.Column("keys_json", sa.Text, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+# --- key backup (migration 6) ------------------------------------------------------
+
+# Server-side key backups (client-server "Server-side key backups"): one row per backup
+# version a user created. ``version`` is allocated per user as the largest so far + 1
+# (deleted ones included, so a number is never reused) and served as its decimal
+# string. The current backup is the largest non-deleted version. ``etag`` counts
+# changes to the version's keys; ``key_count`` is the number of its ``room_keys``
+# rows, kept in the same transactions that change them. A deleted version keeps its
+# row (``deleted``) so deleting it again answers 200, as key_backup.yaml asks.
+room_key_versions = sa.Table(
+    "room_key_versions",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("algorithm", sa.Text, nullable=False),
+    sa.Column("auth_data", sa.Text, nullable=False),  # JSON object
+    sa.Column("etag", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("key_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("deleted", sa.Boolean, nullable=False, server_default="0"),
+    sqlite_with_rowid=False,
+)
+
+# The backed-up keys (KeyBackupData), per (user, version, room, session).
+# ``session_data`` is the client's opaque JSON object.
+room_keys = sa.Table(
+    "room_keys",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("room_id", sa.Text, primary_key=True),
+    sa.Column("session_id", sa.Text, primary_key=True),
+    sa.Column("first_message_index", sa.Integer, nullable=False),
+    sa.Column("forwarded_count", sa.Integer, nullable=False),
+    sa.Column("is_verified", sa.Boolean, nullable=False),
+    sa.Column("session_data", sa.Text, nullable=False),  # JSON object
+    sqlite_with_rowid=False,
+)
+
+# --- media repository (migration 5; roomactors/media, storage/media.py) -------------
+# One row per mxc:// URI we know: our uploads (``remote`` false) and remote media we
+# cached (``remote`` true). The bytes live on disk, content-addressed by ``sha256``
+# (roomactors/media/store.py); identical content is stored once. A row made by
+# POST /_matrix/media/v1/create has no content yet (``sha256`` NULL) and is pending
+# until ``unused_expires_at``; PUT /upload fills it in once.
+media = sa.Table(
+    "media",
+    metadata,
+    sa.Column("server_name", sa.Text, primary_key=True),
+    sa.Column("media_id", sa.Text, primary_key=True),
+    sa.Column("sha256", sa.Text, nullable=True),
+    sa.Column("content_type", sa.Text, nullable=True),
+    sa.Column("upload_name", sa.Text, nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("user_id", sa.Text, nullable=True),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sa.Column("unused_expires_at", sa.BigInteger, nullable=True),
+    sa.Column("remote", sa.Boolean, nullable=False, server_default="0"),
+    sqlite_with_rowid=False,
+)
+# Pending /create reservations per user (the spec's limit on pending uploads).
+media_pending_user = sa.Index("media_pending_user", media.c.user_id, media.c.unused_expires_at)
+
+# Thumbnails, keyed by the content they were made from (so identical uploads share
+# them) and how they were made; the thumbnail bytes are content-addressed too.
+media_thumbnails = sa.Table(
+    "media_thumbnails",
+    metadata,
+    sa.Column("source_sha256", sa.Text, primary_key=True),
+    sa.Column("width", sa.Integer, primary_key=True),
+    sa.Column("height", sa.Integer, primary_key=True),
+    sa.Column("method", sa.Text, primary_key=True),
+    sa.Column("animated", sa.Boolean, primary_key=True),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("content_type", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_ts", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# --- end-to-end encryption keys (migration 4; storage/e2e_keys.py) -----------------
+
+# A device's identity keys (client-server "Device keys"): the DeviceKeys object as
+# uploaded and checked (roomactors/protocol/e2e_keys.py), canonical JSON, without
+# ``unsigned``; signatures added later by /keys/signatures/upload live in
+# e2e_cross_signing_signatures and are merged in when read.
+e2e_device_keys = sa.Table(
+    "e2e_device_keys",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("device_id", sa.Text, primary_key=True),
+    sa.Column("key_json", sa.Text, nullable=False),
+    sa.Column("ts_added_ms", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Unclaimed one-time keys. ``otk_id`` grows with each upload, so claiming the
+# smallest one gives keys out in upload order (keys.yaml /keys/claim). A claimed key
+# is deleted in the transaction that returns it: each key is given out at most once.
+e2e_one_time_keys = sa.Table(
+    "e2e_one_time_keys",
+    metadata,
+    sa.Column("otk_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("device_id", sa.Text, nullable=False),
+    sa.Column("algorithm", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text, nullable=False),
+    sa.Column("key_json", sa.Text, nullable=False),
+    sa.Column("ts_added_ms", sa.BigInteger, nullable=False),
+    # One key per ID (re-uploads are compared with it); the claim order, and counts.
+    sa.Index("e2e_one_time_keys_id", "user_id", "device_id", "algorithm", "key_id", unique=True),
+    sa.Index("e2e_one_time_keys_order", "user_id", "device_id", "algorithm", "otk_id"),
+    sqlite_autoincrement=True,
+)
+
+# Fallback keys: one per (device, algorithm); a claim returns it when no one-time key
+# is left and sets ``used`` (it is not deleted); a new upload replaces it and clears
+# ``used`` (keys.yaml fallback_keys, "Extensions to /sync").
+e2e_fallback_keys = sa.Table(
+    "e2e_fallback_keys",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("device_id", sa.Text, primary_key=True),
+    sa.Column("algorithm", sa.Text, primary_key=True),
+    sa.Column("key_id", sa.Text, nullable=False),
+    sa.Column("key_json", sa.Text, nullable=False),
+    sa.Column("used", sa.Boolean, nullable=False, server_default="0"),
+    sqlite_with_rowid=False,
+)
+
+# Cross-signing keys (client-server "Cross-signing"): ``key_type`` master,
+# self_signing or user_signing; ``public_key`` is the key's unpadded base64 (the ID
+# signatures of it are stored under).
+e2e_cross_signing_keys = sa.Table(
+    "e2e_cross_signing_keys",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("key_type", sa.Text, primary_key=True),
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("key_json", sa.Text, nullable=False),
+    sa.Column("ts_added_ms", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Signatures uploaded with /keys/signatures/upload: ``signer_user_id``'s key
+# ``signer_key_id`` signed ``target_user_id``'s key ``target_key_id`` (a device ID,
+# or a master key's public key). Merged into /keys/query answers for whoever may see
+# them ("Key and signature security").
+e2e_cross_signing_signatures = sa.Table(
+    "e2e_cross_signing_signatures",
+    metadata,
+    sa.Column("target_user_id", sa.Text, primary_key=True),
+    sa.Column("target_key_id", sa.Text, primary_key=True),
+    sa.Column("signer_user_id", sa.Text, primary_key=True),
+    sa.Column("signer_key_id", sa.Text, primary_key=True),
+    sa.Column("signature", sa.Text, nullable=False),
+    sqlite_with_rowid=False,
+)

@@ -156,6 +156,7 @@ async def create_session(
     except accounts.UserExistsError:
         raise MatrixError("M_USER_IN_USE", 400, f"{user_id} is already taken") from None
     d.tokens.forget(revoked)
+    d.device_lists.after_local_change(user_id)  # a new device: room-mates' device_lists.changed
     body: dict[str, Any] = {"user_id": user_id, "access_token": access, "device_id": device_id}
     if lifetime_ms:
         body["expires_in_ms"] = lifetime_ms
@@ -467,6 +468,7 @@ async def logout():
     who = await requester(allow_deactivated=True)
     revoked = await d.db.write(accounts.delete_devices, who.user_id, [who.device_id])
     d.tokens.forget([*revoked, who.token_hash])
+    d.device_lists.after_local_change(who.user_id)
     return json_response({})
 
 
@@ -476,6 +478,7 @@ async def logout_all():
     who = await requester(allow_deactivated=True)
     revoked = await d.db.write(accounts.delete_user_tokens, who.user_id)
     d.tokens.forget([*revoked, who.token_hash])
+    d.device_lists.after_local_change(who.user_id)
     d.tokens.forget_user(who.user_id)
     return json_response({})
 
@@ -526,6 +529,7 @@ async def change_password():
         return []
 
     d.tokens.forget(await d.db.write(write))
+    d.device_lists.after_local_change(who.user_id)
     return json_response({})
 
 
@@ -539,6 +543,7 @@ async def deactivate():
     await _password_uia(d, who, body, "deactivate")
     await leave_all_rooms(d, who.user_id)
     await d.db.write(accounts.deactivate_user, who.user_id)
+    d.device_lists.after_local_change(who.user_id)
     d.tokens.forget_user(who.user_id)
     return json_response({"id_server_unbind_result": "no-support"})
 
@@ -588,6 +593,7 @@ async def update_device(device_id: str):
     name = get_str(body, "display_name", None)
     if not await d.db.write(accounts.update_device, who.user_id, device_id, name):
         raise not_found("no such device")
+    d.device_lists.after_local_change(who.user_id)
     return json_response({})
 
 
@@ -600,6 +606,7 @@ async def delete_device(device_id: str):
         raise not_found("no such device")
     await _password_uia(d, who, body, f"delete_device:{device_id}")
     d.tokens.forget(await d.db.write(_delete_devices_and_pushers, who.user_id, [device_id]))
+    d.device_lists.after_local_change(who.user_id)
     return json_response({})
 
 
@@ -613,6 +620,7 @@ async def delete_devices():
         raise MatrixError("M_BAD_JSON", 400, "'devices' must be a list of device IDs")
     await _password_uia(d, who, body, "delete_devices")
     d.tokens.forget(await d.db.write(_delete_devices_and_pushers, who.user_id, ids))
+    d.device_lists.after_local_change(who.user_id)
     return json_response({})
 
 

@@ -534,9 +534,12 @@ async def sync():
     if set_presence not in ("online", "offline", "unavailable"):
         raise MatrixError("M_INVALID_PARAM", 400, "set_presence must be online, offline or unavailable")
     from api.client.ephemeral import note_presence
+    from api.client.to_device import acknowledge as acknowledge_to_device
 
     # "If this parameter is omitted then the client is automatically marked as online."
     await note_presence(d, who.user_id, set_presence)
+    if since is not None:  # Send-to-Device "Server behaviour": since acknowledges what it covers
+        await acknowledge_to_device(d, who.user_id, who.device_id, since.to_device)
     deadline = trio.current_time() + timeout_ms / 1000
     memberships = await d.db.read(timeline.get_memberships, who.user_id)
     # Left rooms matter only through the user's own membership (their user key).

@@ -22,3 +22,7 @@ from .membership import blueprint as membership_bp  # noqa: E402  (make_*/send_*
 from .transactions import blueprint as transactions_bp  # noqa: E402  (/send)
 
 BLUEPRINTS.extend((membership_bp, transactions_bp))
+
+from .user_keys import blueprint as user_keys_bp  # noqa: E402  (/user/keys/query|claim, /user/devices)
+
+BLUEPRINTS.append(user_keys_bp)

@@ -10,6 +10,8 @@ Theory of operation
     body: JSON object, ≤ 50 PDUs, ≤ 100 EDUs            ─► else 400 M_NOT_JSON / M_BAD_JSON
     (origin, txnId) answered before?                    ─► the same answer, nothing redone
     per PDU: room known? ACL allows origin? steps 1-3   ─► {"error": …} for that PDU
+    m.direct_to_device EDUs: one write, deduplicated by (origin, message_id)
+                                  (api/federation/to_device_edu.py; before the answer is recorded)
     ONE db.write: stage the PDUs + record the answer    ─► durable from here
     wake each room's actor (IngestStaged, coalesced)
     EDUs: typing, receipts, presence (applied now; they are ephemeral)
@@ -51,6 +53,8 @@ from quart import Blueprint
 from api.body import json_body
 from api.deps import Deps, deps
 from api.errors import bad_json
+from api.federation.to_device_edu import apply_direct_to_device_edus
+from api.federation import device_list_edu
 from api.federation.x_matrix import federation_route
 from api.responses import json_response
 from roomactors.inbound import CheckedPdu, check_pdus
@@ -126,6 +130,7 @@ async def send_transaction(origin: str, txn_id: str) -> Any:
         else:
             log.info("dropped a PDU from %s without an event ID: %s", origin, error)
     response = {"pdus": answer}
+    await apply_direct_to_device_edus(d, origin, edus)  # durable before the answer is recorded: exactly once
     response = await d.db.write(
         partial(
             staging.stage_transaction,
@@ -167,6 +172,7 @@ async def _apply_edus(d: Deps, origin: str, edus: list[Any], *, allowed_rooms: d
     to-device) are not handled yet and are dropped, as unknown EDUs are."""
     receipts: list[tuple[str, str, str, str, str]] = []
     presence: dict[str, tuple[str, str, str | None, int]] = {}
+    device_lists: dict[str, list[Any]] = {"m.device_list_update": [], "m.signing_key_update": []}
     for edu in edus:
         if not isinstance(edu, dict) or not isinstance(edu.get("content"), dict):
             continue
@@ -199,6 +205,8 @@ async def _apply_edus(d: Deps, origin: str, edus: list[Any], *, allowed_rooms: d
                         thread = data.get("thread_id") if isinstance(data.get("thread_id"), str) else ""
                         if isinstance(event_ids, list) and event_ids and isinstance(event_ids[0], str):
                             receipts.append((room_id, receipt_type, user_id, thread, event_ids[0]))
+        elif edu_type in device_lists:  # api.federation.device_list_edu
+            device_lists[edu_type].append(content)
         elif edu_type == "m.presence":
             pushes = content.get("push")
             for push in pushes if isinstance(pushes, list) else ():
@@ -214,6 +222,10 @@ async def _apply_edus(d: Deps, origin: str, edus: list[Any], *, allowed_rooms: d
 
     if presence:
         await _apply_presence(d, list(presence.values()))
+    if device_lists["m.device_list_update"]:
+        await device_list_edu.apply_device_list_updates(d, origin, device_lists["m.device_list_update"])
+    if device_lists["m.signing_key_update"]:
+        await device_list_edu.apply_signing_key_updates(d, origin, device_lists["m.signing_key_update"])
 
 
 def _presence_push(origin: str, push: Any) -> tuple[str, str, str | None, int] | None:

@@ -30,6 +30,11 @@ itself" is what to avoid)::
   inconsistent), backs off, and restarts. ``trio.Cancelled`` and other
   ``BaseException`` pass through. One bad destination never stops the others.
 * **Never our own server.** ``server_name`` is filtered out of every destination list.
+* **Durable EDUs.** :meth:`wake_outbox` (after a commit that wrote
+  ``storage.outbox`` rows) tells those destinations' queues to read them; at
+  startup ``run`` also starts a queue for every destination with outbox rows. The
+  rows leave storage only when the peer has answered the transaction carrying them
+  (queue.py, "Durable EDUs").
 * :meth:`wake` (a peer contacted us) clears the backoff and retries at once.
 * Shutdown is cancellation of ``run``: a request in flight is abandoned, and so is
   everything in memory; after a restart, catch-up rebuilds what the peer has not
@@ -48,7 +53,7 @@ from typing import Any
 import trio
 
 from roomactors.clock import Clock
-from storage import outbound
+from storage import outbound, outbox
 from storage.db import Database
 
 from .queue import DestinationQueue, DestinationStatistics, Edu, QueuedPdu, SenderConfig, TransactionClient
@@ -73,6 +78,9 @@ class SenderStatistics:
     edus_dropped: int
     dropped_after_stop: int  # entry-point calls after the hub stopped
     crashes: int
+    outbox_queues: int = 0  # queues that may have storage.outbox rows to send
+    outbox_edus_in_flight: int = 0
+    outbox_edus_sent: int = 0  # outbox rows answered by peers (and deleted)
 
 
 class SenderHub:
@@ -120,6 +128,7 @@ class SenderHub:
         """Start the catch-up of destinations that are behind, then serve until cancelled."""
         try:
             behind = await self._config.db.read(outbound.list_destinations_behind, self.server_name)
+            owed = await self._config.db.read(outbox.list_destinations)
             async with trio.open_nursery() as nursery:
                 for row in behind:
                     queue = self._queues.get(row.destination)
@@ -128,11 +137,16 @@ class SenderHub:
                             row.destination, self._config, row=row
                         )
                     queue.start_catch_up()
+                for destination in owed:
+                    if destination and destination != self.server_name:
+                        self._queue(destination).wake_outbox()
                 self._nursery = nursery
                 for queue in self._queues.values():
                     self._start(queue)
                 if behind:
                     log.info("outbound federation: catching up %d destinations", len(behind))
+                if owed:
+                    log.info("outbound federation: %d destinations have outbox EDUs", len(owed))
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -167,6 +181,23 @@ class SenderHub:
             key = (content.get("room_id"), content.get("user_id"))
         self._queue(destination).enqueue_edu(Edu(edu_type, content), key)
 
+    def wake_outbox(self, destinations: Iterable[str]) -> None:
+        """``storage.outbox`` rows were just committed for ``destinations``: their queues
+        read them into the next transactions. Plain ``def``: never blocks, never raises
+        (after a stop, the rows wait in storage for the next start)."""
+        try:
+            if self._stopped:
+                return
+            for destination in dict.fromkeys(destinations):
+                if destination and destination != self.server_name:
+                    self._queue(destination).wake_outbox()
+        except Exception:  # pragma: no cover - defensive: the caller has committed already
+            log.exception("wake_outbox failed; the rows are sent at the next start")
+
+    async def outbox_backlog(self) -> int:
+        """EDUs waiting in ``storage.outbox`` for every destination (one read)."""
+        return await self._config.db.read(outbox.count_edus)
+
     def wake(self, destination: str) -> None:
         """``destination`` contacted us, so it is up: retry it now, forgetting the backoff."""
         queue = self._queues.get(destination)
@@ -189,6 +220,9 @@ class SenderHub:
             edus_dropped=sum(s.edus_dropped for s in stats),
             dropped_after_stop=self._dropped_after_stop,
             crashes=sum(s.crashes for s in stats),
+            outbox_queues=sum(1 for s in stats if s.outbox_pending or s.outbox_edus_in_flight),
+            outbox_edus_in_flight=sum(s.outbox_edus_in_flight for s in stats),
+            outbox_edus_sent=sum(s.outbox_edus_sent for s in stats),
         )
 
     def queue_statistics(self, destination: str) -> DestinationStatistics | None:

@@ -45,6 +45,19 @@ Invariants:
   and the reservation write stores it, so a destination never reached is still
   caught up after an overflow or a restart.
 
+* **Durable EDUs (the outbox).** EDUs that must not be lost (``m.direct_to_device``,
+  device-list updates) are rows of ``storage.outbox``, written in the transaction of
+  the change they report. :meth:`DestinationQueue.wake_outbox` (the hub's
+  ``wake_outbox``, after that commit) marks the outbox *pending*; while it is, each
+  new transaction reads the destination's oldest rows first (in order), leaving room
+  for up to half the EDU budget of in-memory EDUs, and fills the rest with in-memory
+  EDUs (≤ ``max_edus_per_txn`` in all). The rows are deleted in the write that records
+  the peer's answer (2xx, or a 4xx for the whole transaction, which would never
+  succeed), never before; a failed attempt keeps the held transaction and retries
+  it with the backoff, like PDUs. The in-memory overflow never touches them, and a
+  read that finds fewer rows than it asked for (with no wake meanwhile) clears
+  *pending*, so an idle queue does not poll storage. A crash marks it pending again.
+
 Known limit: actors report commits in commit order per room, but two rooms' reports
 can reach the hub out of stream order; an event whose ordering is below a position
 already recorded, and that is then dropped by an overflow, is not caught up until
@@ -65,7 +78,7 @@ import trio
 
 from roomactors.clock import Clock
 from roomactors.federation_client import FederationError, FederationUnreachable
-from storage import outbound
+from storage import outbound, outbox
 from storage.db import Database
 
 __all__ = [
@@ -130,6 +143,7 @@ class Transaction:
     pdu_count: int
     edu_count: int
     catch_up: bool
+    outbox_ids: tuple[int, ...] = ()  # storage.outbox rows carried: deleted when answered
     attempts: int = field(default=0, compare=False)
 
 
@@ -156,6 +170,9 @@ class DestinationStatistics:
     edus_dropped: int  # oldest EDUs dropped beyond edu_queue_limit
     edus_coalesced: int
     crashes: int
+    outbox_pending: bool = False  # storage.outbox may hold rows for this destination
+    outbox_edus_in_flight: int = 0  # outbox rows in the unanswered transaction
+    outbox_edus_sent: int = 0  # outbox rows answered (and deleted)
 
 
 class DestinationQueue:
@@ -180,6 +197,9 @@ class DestinationQueue:
         self._in_flight: Transaction | None = None
         self._next_seq: int | None = None
         self._wake = trio.Event()
+        self._outbox_pending = False
+        self._outbox_wakes = 0  # bumped by wake_outbox: a read that raced one stays pending
+        self._outbox_edus_sent = 0
         self.started = False  # set by the hub when it has started this queue's task
         self._txns_sent = self._txns_failed = self._txns_dropped = 0
         self._pdus_sent = self._edus_sent = self._pdu_errors = 0
@@ -220,6 +240,12 @@ class DestinationQueue:
             self._edus_dropped += 1
         self._wake.set()
 
+    def wake_outbox(self) -> None:
+        """``storage.outbox`` has (new) rows for this destination: send them."""
+        self._outbox_pending = True
+        self._outbox_wakes += 1
+        self._wake.set()
+
     def start_catch_up(self) -> None:
         """Send from storage instead of memory until caught up (startup, overflow, crash)."""
         self._pdus_dropped += len(self._pdus)
@@ -256,6 +282,9 @@ class DestinationQueue:
             edus_dropped=self._edus_dropped,
             edus_coalesced=self._edus_coalesced,
             crashes=self.crashes,
+            outbox_pending=self._outbox_pending,
+            outbox_edus_in_flight=len(self._in_flight.outbox_ids) if self._in_flight is not None else 0,
+            outbox_edus_sent=self._outbox_edus_sent,
         )
 
     @property
@@ -266,6 +295,7 @@ class DestinationQueue:
         """The hub caught an exception from :meth:`run`: count it, fall back to storage
         (memory may be inconsistent) and back off. Returns the delay before restarting."""
         self.crashes += 1
+        self._outbox_pending = True
         if self._position is not None or self._floor is not None:
             self.start_catch_up()
         return self._back_off()
@@ -302,7 +332,13 @@ class DestinationQueue:
                 self._retry_at = trio.current_time() + remaining_ms / 1000
 
     def _has_work(self) -> bool:
-        return self._in_flight is not None or self._catching_up or bool(self._pdus) or bool(self._edus)
+        return (
+            self._in_flight is not None
+            or self._catching_up
+            or self._outbox_pending
+            or bool(self._pdus)
+            or bool(self._edus)
+        )
 
     async def _sleep_until(self, deadline: float) -> None:
         with trio.move_on_at(deadline):
@@ -350,6 +386,16 @@ class DestinationQueue:
                 item = self._pdus.popleft()
                 pdus.append((item.stream_ordering, item.pdu))
         edus: list[Edu] = []
+        outbox_ids: list[int] = []
+        if self._outbox_pending:
+            limit = cfg.max_edus_per_txn - min(len(self._edus), cfg.max_edus_per_txn // 2)
+            wakes = self._outbox_wakes
+            rows = await cfg.db.read(_outbox_edus, self.destination, limit)
+            if len(rows) < limit and wakes == self._outbox_wakes:
+                self._outbox_pending = False  # read them all, and nothing was added since
+            for row in rows:
+                outbox_ids.append(row.outbox_id)
+                edus.append(Edu(row.edu_type, row.content))
         while self._edus and len(edus) < cfg.max_edus_per_txn:
             edus.append(self._edus.popitem(last=False)[1])
         if not pdus and not edus:
@@ -368,6 +414,7 @@ class DestinationQueue:
             pdu_count=len(pdus),
             edu_count=len(edus),
             catch_up=catch_up,
+            outbox_ids=tuple(outbox_ids),
         )
 
     async def _attempt(self, txn: Transaction) -> None:
@@ -419,8 +466,11 @@ class DestinationQueue:
             self._txns_sent += 1
             self._pdus_sent += txn.pdu_count
             self._edus_sent += txn.edu_count
+            self._outbox_edus_sent += len(txn.outbox_ids)
             self._log_pdu_errors(txn, response)
-        self._next_seq = await cfg.db.write(_record_success, self.destination, txn.max_stream_ordering)
+        self._next_seq = await cfg.db.write(
+            _record_success, self.destination, txn.max_stream_ordering, txn.outbox_ids
+        )
         if txn.max_stream_ordering is not None:
             self._position = max(self._position or 0, txn.max_stream_ordering)
         self._in_flight = None
@@ -457,8 +507,13 @@ def _reserve(conn: Any, destination: str, initial_seq: int, floor: int | None) -
     return outbound.reserve_txn_seq(conn, destination, initial_seq=initial_seq, position_floor=floor)
 
 
-def _record_success(conn: Any, destination: str, stream_ordering: int | None) -> int | None:
+def _record_success(conn: Any, destination: str, stream_ordering: int | None, outbox_ids: tuple[int, ...] = ()) -> int | None:
+    outbox.delete_edus(conn, destination, outbox_ids)  # answered: exactly the rows this txn carried
     return outbound.record_success(conn, destination, stream_ordering=stream_ordering, reserve_next=True)
+
+
+def _outbox_edus(conn: Any, destination: str, limit: int) -> list[outbox.OutboxEdu]:
+    return outbox.get_edus(conn, destination, limit=limit)
 
 
 def _record_failure(conn: Any, destination: str, now_ms: int, interval_ms: int) -> None:

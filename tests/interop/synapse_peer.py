@@ -511,6 +511,22 @@ class SynapsePeer:
                                "admin": admin, "mac": mac})
         return r["user_id"], r["access_token"]
 
+    # ------------------------------------------------------------------ media
+
+    def upload_media(self, token: str, data: bytes, content_type: str, filename: str | None = None) -> str:
+        """``POST /_matrix/media/v3/upload`` as the user; the ``mxc://`` URI."""
+        params = {"filename": filename} if filename else None
+        r = self._client().post(self.client_url + "/_matrix/media/v3/upload", content=data, params=params,
+                                headers={"Authorization": f"Bearer {token}", "Content-Type": content_type})
+        if r.status_code != 200:
+            raise SynapseHTTPError("POST", "/_matrix/media/v3/upload", r.status_code, r.text)
+        return r.json()["content_uri"]
+
+    def get_media(self, token: str, path: str, params: Any = None, timeout: float = 60.0) -> httpx.Response:
+        """A raw GET on the client listener (e.g. ``/_matrix/client/v1/media/download/...``)."""
+        return self._client().get(self.client_url + path, params=params, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {token}"})
+
     # ------------------------------------------------------------------ rooms
 
     def create_room(self, token: str, **body: Any) -> str:
