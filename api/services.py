@@ -12,6 +12,7 @@ except its HTTP listener (``api.server.serve`` adds hypercorn; tests and
         ├── SenderHub.run         one DestinationQueue task per remote server ([federation] enabled)
         ├── RoomRegistry.run      one task per loaded room actor
         ├── TypingService.run     typing timeouts
+        ├── MediaRepository.run   remote media fetches and thumbnails others wait on (roomactors/media)
         └── DeviceLists.run       device-list notifications, remote resyncs, cache invalidation
 
 Startup order follows docs/ARCHITECTURE.md: database, then the registry, then the

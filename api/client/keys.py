@@ -127,8 +127,12 @@ async def upload_keys():
     d = deps()
     who = await requester()
     body = await json_body(allow_empty=True)
-    for field in ("device_keys", "one_time_keys", "fallback_keys"):
-        if field in body and not isinstance(body[field], dict):
+    # keys.yaml: each part "May be absent"; a null device_keys is refused, null key
+    # maps are taken as absent (as Synapse's request model does).
+    if "device_keys" in body and not isinstance(body["device_keys"], dict):
+        raise bad_json("'device_keys' must be an object")
+    for field in ("one_time_keys", "fallback_keys"):
+        if body.get(field) is not None and not isinstance(body[field], dict):
             raise bad_json(f"'{field}' must be an object")
     stored = await d.db.read(store.get_stored_device_keys, who.user_id, who.device_id)
     try:

@@ -12,6 +12,8 @@ Theory of operation
     per PDU: room known? ACL allows origin? steps 1-3   ─► {"error": …} for that PDU
     m.direct_to_device EDUs: one write, deduplicated by (origin, message_id)
                                   (api/federation/to_device_edu.py; before the answer is recorded)
+    m.device_list_update / m.signing_key_update: applied or marked stale for a resync
+                                  (api/federation/device_list_edu.py; before the answer is recorded)
     ONE db.write: stage the PDUs + record the answer    ─► durable from here
     wake each room's actor (IngestStaged, coalesced)
     EDUs: typing, receipts, presence (applied now; they are ephemeral)
@@ -130,7 +132,10 @@ async def send_transaction(origin: str, txn_id: str) -> Any:
         else:
             log.info("dropped a PDU from %s without an event ID: %s", origin, error)
     response = {"pdus": answer}
-    await apply_direct_to_device_edus(d, origin, edus)  # durable before the answer is recorded: exactly once
+    # EDUs that must not be lost are applied, durably, before the answer is recorded:
+    # a retried transaction is answered from that record without being processed again.
+    await apply_direct_to_device_edus(d, origin, edus)  # deduplicated on message_id: exactly once
+    await _apply_device_list_edus(d, origin, edus)
     response = await d.db.write(
         partial(
             staging.stage_transaction,
@@ -168,11 +173,11 @@ def _rooms_info(conn: Any, room_ids: set[str]) -> tuple[dict[str, str], dict[str
 async def _apply_edus(d: Deps, origin: str, edus: list[Any], *, allowed_rooms: dict[str, str], acls: dict[str, Any]) -> None:
     """EDUs ("Ephemeral Data Units"): typing and read receipts of the origin's own
     users, in rooms we hold whose ACL allows the origin; presence of the origin's
-    users who share a room with ours (module docstring). Others (device lists,
-    to-device) are not handled yet and are dropped, as unknown EDUs are."""
+    users who share a room with ours (module docstring). To-device and device-list
+    EDUs were applied before the answer was recorded (``send_transaction``); unknown
+    EDU types are dropped."""
     receipts: list[tuple[str, str, str, str, str]] = []
     presence: dict[str, tuple[str, str, str | None, int]] = {}
-    device_lists: dict[str, list[Any]] = {"m.device_list_update": [], "m.signing_key_update": []}
     for edu in edus:
         if not isinstance(edu, dict) or not isinstance(edu.get("content"), dict):
             continue
@@ -205,8 +210,6 @@ async def _apply_edus(d: Deps, origin: str, edus: list[Any], *, allowed_rooms: d
                         thread = data.get("thread_id") if isinstance(data.get("thread_id"), str) else ""
                         if isinstance(event_ids, list) and event_ids and isinstance(event_ids[0], str):
                             receipts.append((room_id, receipt_type, user_id, thread, event_ids[0]))
-        elif edu_type in device_lists:  # api.federation.device_list_edu
-            device_lists[edu_type].append(content)
         elif edu_type == "m.presence":
             pushes = content.get("push")
             for push in pushes if isinstance(pushes, list) else ():
@@ -218,14 +221,20 @@ async def _apply_edus(d: Deps, origin: str, edus: list[Any], *, allowed_rooms: d
         await d.db.write(_store_receipts, receipts, now)
         for room_id in {r[0] for r in receipts}:
             d.notifier.notify(room_id)
-
-
     if presence:
         await _apply_presence(d, list(presence.values()))
-    if device_lists["m.device_list_update"]:
-        await device_list_edu.apply_device_list_updates(d, origin, device_lists["m.device_list_update"])
-    if device_lists["m.signing_key_update"]:
-        await device_list_edu.apply_signing_key_updates(d, origin, device_lists["m.signing_key_update"])
+
+
+async def _apply_device_list_edus(d: Deps, origin: str, edus: list[Any]) -> None:
+    """``m.device_list_update`` and ``m.signing_key_update`` (api.federation.device_list_edu)."""
+    by_type: dict[str, list[Any]] = {"m.device_list_update": [], "m.signing_key_update": []}
+    for edu in edus:
+        if isinstance(edu, dict) and isinstance(edu.get("content"), dict) and edu.get("edu_type") in by_type:
+            by_type[edu["edu_type"]].append(edu["content"])
+    if by_type["m.device_list_update"]:
+        await device_list_edu.apply_device_list_updates(d, origin, by_type["m.device_list_update"])
+    if by_type["m.signing_key_update"]:
+        await device_list_edu.apply_signing_key_updates(d, origin, by_type["m.signing_key_update"])
 
 
 def _presence_push(origin: str, push: Any) -> tuple[str, str, str | None, int] | None:

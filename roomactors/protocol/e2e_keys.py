@@ -295,10 +295,9 @@ def check_cross_signing_key(key: Any, user_id: str, usage: str, signing_key: Any
     if key_id != f"ed25519:{public}":
         raise E2eKeyError(f"the {what}'s ID must be 'ed25519:<public key>'", errcode="M_INVALID_PARAM", rule=_XSIGN)
     try:
-        verify_key = ed25519_verify_key(key_id, public)
+        ed25519_verify_key(key_id, public)  # a 32-byte Ed25519 public key
     except E2eKeyError as e:
         raise E2eKeyError(e.message, errcode="M_INVALID_PARAM", rule=_XSIGN) from None
-    del verify_key
     _check_signatures_shape(key, what, _XSIGN)
     if signing_key is not None:
         # signatures: "Optional for the master signing key. Other keys must be signed by

@@ -25,8 +25,8 @@ async def test_versions(app: QuartTrio) -> None:
     assert response.content_type == "application/json"
     body = await response.get_json()
     assert body == {"versions": list(SUPPORTED_VERSIONS), "unstable_features": {}}
-    # v1.11+ require authenticated media, which is not served yet (issue 6).
-    assert "v1.11" not in body["versions"] and "v1.10" in body["versions"]
+    # v1.11 requires the authenticated media endpoints (api/media, issue 6).
+    assert "v1.11" in body["versions"] and "v1.10" in body["versions"]
     assert_cors(response)
 
 
@@ -36,7 +36,7 @@ async def test_versions(app: QuartTrio) -> None:
     [
         "/",
         "/_matrix/client/v3/keys/upload",
-        "/_matrix/media/v3/upload",
+        "/_matrix/media/v3/preview_url",
         "/_matrix/federation/v1/no_such_endpoint",
         "/_matrix/client/versions/",
         "/_matrix//client/versions",

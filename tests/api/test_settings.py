@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from roomactors.media.config import MediaSettings
 from api.settings import (
     DEFAULTS,
     ActorSettings,
@@ -80,6 +81,14 @@ def test_defaults(tmp_path: Path) -> None:
             request_timeout_s=60.0,
             backoff_initial_s=5.0,
             backoff_max_s=3600.0,
+        ),
+        media=MediaSettings(
+            directory=tmp_path / "data/media",
+            max_upload_size=52428800,
+            enable_legacy_unauthenticated_media=True,
+            max_image_pixels=32_000_000,
+            remote_max_size=52428800,
+            remote_timeout_s=60.0,
         ),
     )
 
