@@ -3,8 +3,8 @@ for 100 users; roomactors against Synapse on this machine.
 
 Run from the repository root (``make bench-e2ee`` does the same)::
 
-    .venv/bin/python bench/e2ee.py                 # full run (~3-5 minutes)
-    .venv/bin/python bench/e2ee.py --quick         # smaller numbers
+    .venv/bin/python bench/e2ee.py                 # full run, 2 rounds (~10 minutes on a busy host)
+    .venv/bin/python bench/e2ee.py --quick         # smaller numbers, 1 round
     .venv/bin/python bench/e2ee.py --only todevice --no-synapse
     .venv/bin/python bench/e2ee.py --quick --no-ours    # Synapse alone (its figures in the "ours" column)
 
@@ -13,40 +13,45 @@ Both servers are separate processes on loopback, driven over HTTP by this proces
 (``roomactors.testing.homeserver_in_thread``: SQLite, rate limits off); Synapse is
 the pinned release in ``.venv-synapse`` started through
 ``tests/interop/synapse_peer.py`` (SQLite, rate limits off, ``bcrypt_rounds`` 4
-so that set-up logins are quick; nothing timed hashes a password). One server runs
-at a time: ours, then Synapse. Server CPU is read from ``/proc/<pid>/stat`` (all
-threads) around each timed phase.
+so that set-up logins are quick; nothing timed hashes a password). Both run for
+the whole bench (the idle one is quiet); each figure is measured on one server
+then the other, back to back, the order alternating by round, so a shared host's
+changing load hits both alike; the table shows medians over ``--rounds``. Server
+CPU is read from ``/proc/<pid>/stat`` (all threads) around each timed phase.
 
 Figures (ratio "ours vs Synapse": > 1 means roomactors is better):
 
 1. **to-device delivered/s**, end to end: from the first ``PUT /sendToDevice``
    until the recipient's ``/sync`` has returned the last message (long-polls with
-   ``since``, so each sync acknowledges the previous batch). ``N`` messages of type
+   ``since``, so each sync acknowledges the previous batch). Messages of type
    ``org.bench.todevice`` (about 200 bytes of content, a sequence number), three ways:
 
-   * ``single``: one message per call, one call at a time, to one recipient device;
+   * ``single``: one message per call, one call at a time, to one recipient device
+     (``--single-messages``, default 1000: it is latency-bound and slow);
    * ``pipelined``: one message per call, ``--inflight`` calls in flight, to one
-     recipient device (arrival order is then up to the server);
+     recipient device (arrival order is then up to the server); ``--messages``;
    * ``batched``: one call carries one message for each of ``--batch-devices``
      recipient devices (one device each of that many users; the shape of a room-key
-     share), every recipient long-polling its own ``/sync``; ``N`` counts messages,
-     so there are ``N / batch-devices`` calls.
+     share), every recipient long-polling its own ``/sync``; ``--messages`` counts
+     messages, so there are ``messages / batch-devices`` calls.
 
    A ``sendToDevice`` body maps user → device → content, so a call can hold at most
    one message per recipient device: "batching" necessarily means several devices.
    Also recorded: the send phase alone (messages/s acknowledged), server CPU per
-   message, and delivery correctness (every message exactly once; per-device order
-   for ``single`` and ``batched``).
+   message (sending and syncing), and delivery correctness (every message exactly
+   once; per-device order for ``single`` and ``batched``).
 
 2. **/keys/query for 100 users**: 100 users, each with two devices (the registration
    one and a password login), upload signed device keys for both (real ed25519
    signatures, ``signedjson``); a separate user then queries all 100
-   (``{"device_keys": {user: []}}``). The first answer is checked (100 users, 200
-   devices with keys). Latency: median and p90 of ``--queries`` sequential queries
-   after 3 warm-up ones; throughput: ``--queries`` queries with 8 in flight.
+   (``{"device_keys": {user: []}}``). Set up once per server; each round checks
+   the first answer (100 users, 200 devices with keys), then measures latency
+   (median and p90 of ``--queries`` sequential queries after 3 warm-up ones) and
+   throughput (``--queries`` queries with 8 in flight).
 
-Results: a table on stdout and ``bench/results/<UTC time>/e2ee.json``. The data
-directories go to a temporary directory, removed at the end (``--keep`` keeps them).
+Results: a table on stdout and ``bench/results/<UTC time>/e2ee.json`` (every
+round, and the medians). The data directories go to a temporary directory,
+removed at the end (``--keep`` keeps them).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -331,15 +336,21 @@ async def todevice_run(server: Server, mode: str, n: int, inflight: int, batch_d
 # ====================================================================== 2. /keys/query
 
 
-async def keys_query_run(server: Server, users: int, queries: int) -> dict[str, Any]:
+async def keys_setup(server: Server, users: int) -> dict[str, Any]:
+    """``users`` users with two devices each, all with signed device keys, and a querier."""
     tag = secrets.token_hex(3)
     t0 = time.monotonic()
     firsts = await gather(8, [f"kq{tag}x{i}" for i in range(users)], server.register)
     seconds = await gather(8, firsts, server.login)
     await gather(8, firsts + seconds, lambda u: u.upload_device_keys())
     querier = await server.register(f"kq{tag}q")
-    setup_s = time.monotonic() - t0
-    body = {"device_keys": {u.user_id: [] for u in firsts}, "timeout": 10_000}
+    return {"querier": querier, "users": [u.user_id for u in firsts], "setup_s": round(time.monotonic() - t0, 1)}
+
+
+async def keys_query_run(server: Server, setup: dict[str, Any], queries: int) -> dict[str, Any]:
+    querier: User = setup["querier"]
+    users = len(setup["users"])
+    body = {"device_keys": {u: [] for u in setup["users"]}, "timeout": 10_000}
 
     async def query() -> dict[str, Any]:
         return await querier.req("POST", "/_matrix/client/v3/keys/query", body)
@@ -362,7 +373,7 @@ async def keys_query_run(server: Server, users: int, queries: int) -> dict[str, 
     t = time.monotonic()
     await gather(8, list(range(queries)), lambda _: query())
     wall = time.monotonic() - t
-    return {"users": users, "devices": devices, "queries": queries, "setup_s": round(setup_s, 1),
+    return {"users": users, "devices": devices, "queries": queries, "setup_s": setup["setup_s"],
             "response_bytes": len(json.dumps(first)),
             "latency_p50_ms": pct(latencies, 0.5), "latency_p90_ms": pct(latencies, 0.9),
             "latency_mean_ms": round(statistics.fmean(latencies), 2),
@@ -374,40 +385,80 @@ async def keys_query_run(server: Server, users: int, queries: int) -> dict[str, 
 # ====================================================================== main
 
 
-async def bench_server(server: Server, a: argparse.Namespace) -> dict[str, Any]:
+MODES = ("single", "pipelined", "batched")
+
+
+async def run_figure(server: Server, figure: str, a: argparse.Namespace, keys_setups: dict[str, Any]) -> dict[str, Any]:
+    if figure in MODES:
+        n = a.single_messages if figure == "single" else a.messages
+        log(f"{server.kind}: to-device {figure}, {n} messages")
+        r = await todevice_run(server, figure, n, a.inflight, a.batch_devices, a.timeout)
+    else:
+        if server.kind not in keys_setups:
+            log(f"{server.kind}: /keys/query set-up, {a.users} users x 2 devices")
+            keys_setups[server.kind] = await keys_setup(server, a.users)
+        log(f"{server.kind}: /keys/query for {a.users} users")
+        r = await keys_query_run(server, keys_setups[server.kind], a.queries)
+    log(f"  {r}")
+    return r
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per field: the median of the rounds' numbers (or the first value, or all
+    booleans and-ed); a single round is returned as is."""
+    if len(runs) == 1:
+        return runs[0]
     out: dict[str, Any] = {}
-    if "todevice" in a.only:
-        out["todevice"] = {}
-        for mode in ("single", "pipelined", "batched"):
-            log(f"{server.kind}: to-device {mode}, {a.messages} messages")
-            r = await todevice_run(server, mode, a.messages, a.inflight, a.batch_devices, a.timeout)
-            log(f"  {r}")
-            out["todevice"][mode] = r
-    if "keys" in a.only:
-        log(f"{server.kind}: /keys/query, {a.users} users x 2 devices")
-        out["keys_query"] = await keys_query_run(server, a.users, a.queries)
-        log(f"  {out['keys_query']}")
+    for key, first in runs[0].items():
+        values = [r.get(key) for r in runs]
+        if isinstance(first, bool) or first is None:
+            out[key] = None if any(v is None for v in values) else all(values)
+        elif isinstance(first, (int, float)):
+            out[key] = round(statistics.median(v for v in values if v is not None), 3)
+        else:
+            out[key] = first
     return out
 
 
 async def run(a: argparse.Namespace) -> dict[str, Any]:
+    """Both servers up at once (the idle one is quiet); each figure measured on one
+    then the other, back to back, the order alternating by round; medians over rounds."""
     res: dict[str, Any] = {"args": vars(a), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     root = Path(tempfile.mkdtemp(prefix="bench-e2ee-"))
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+    figures = [m for m in MODES if "todevice" in a.only] + (["keys"] if "keys" in a.only else [])
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    keys_setups: dict[str, Any] = {}
     try:
-        async with httpx.AsyncClient(trust_env=False, limits=limits) as http:
+        async with httpx.AsyncClient(trust_env=False, limits=limits) as http, AsyncExitStack() as stack:
+            servers = []
             if a.ours:
-                async with ours_child(root, http) as ours:
-                    res["ours"] = await bench_server(ours, a)
+                servers.append(await stack.enter_async_context(ours_child(root, http)))
             if a.synapse:
-                async with synapse_server(root, http) as syn:
-                    res["synapse_version"] = syn.version
-                    res["synapse"] = await bench_server(syn, a)
+                syn = await stack.enter_async_context(synapse_server(root, http))
+                res["synapse_version"] = syn.version
+                servers.append(syn)
+            for rnd in range(a.rounds):
+                order = servers if rnd % 2 == 0 else servers[::-1]
+                log(f"round {rnd + 1} of {a.rounds}: {', '.join(s.kind for s in order)}")
+                for figure in figures:
+                    for server in order:
+                        r = await run_figure(server, figure, a, keys_setups)
+                        rounds.setdefault(server.kind, {}).setdefault(figure, []).append(r)
     finally:
         if a.keep:
             log(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+    res["rounds"] = rounds
+    for kind, by_figure in rounds.items():
+        summary: dict[str, Any] = {}
+        for figure, runs in by_figure.items():
+            if figure in MODES:
+                summary.setdefault("todevice", {})[figure] = median_of(runs)
+            else:
+                summary["keys_query"] = median_of(runs)
+        res[kind] = summary
     return res
 
 
@@ -460,11 +511,13 @@ def main() -> None:
     p.add_argument("--only", default="todevice,keys")
     p.add_argument("--no-synapse", dest="synapse", action="store_false")
     p.add_argument("--no-ours", dest="ours", action="store_false", help="Synapse only (to check the load)")
-    p.add_argument("--messages", type=int, default=2000, help="to-device messages per mode")
+    p.add_argument("--messages", type=int, default=2000, help="to-device messages, pipelined and batched")
+    p.add_argument("--single-messages", type=int, default=1000, help="to-device messages, single")
     p.add_argument("--inflight", type=int, default=8, help="calls in flight in the pipelined mode")
     p.add_argument("--batch-devices", type=int, default=20, help="recipient devices per call, batched mode")
     p.add_argument("--users", type=int, default=100, help="users in the /keys/query")
     p.add_argument("--queries", type=int, default=50, help="timed /keys/query calls (each of two phases)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds; the table shows medians over them")
     p.add_argument("--timeout", type=float, default=300.0, help="limit on one to-device run, s")
     p.add_argument("--results-dir", default=None)
     p.add_argument("--keep", action="store_true", help="keep the data directories (logs, databases)")
@@ -474,7 +527,7 @@ def main() -> None:
         serve_ours_child(a.serve_ours)
         return
     if a.quick:
-        a.messages, a.queries = 400, 20
+        a.messages, a.single_messages, a.queries, a.rounds = 400, 200, 20, 1
     a.only = set(a.only.split(","))
     if a.synapse and not (REPO / ".venv-synapse" / "bin" / "python").exists():
         log("no .venv-synapse (make synapse-venv): ours only")

@@ -58,6 +58,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from roomactors.protocol.e2e_keys import SHARE_DEVICE_NAMES_OVER_FEDERATION
+
 from . import accounts, e2e_keys, outbox, timeline
 from .federation_reads import servers_sharing_rooms
 from .schema import current_state_deltas, device_list_changes
@@ -110,7 +112,7 @@ def device_list_update_content(
     }
     if not deleted:
         device = accounts.get_device(conn, user_id, device_id)
-        if device is not None and device.display_name is not None:
+        if SHARE_DEVICE_NAMES_OVER_FEDERATION and device is not None and device.display_name is not None:
             content["device_display_name"] = device.display_name
         keys = e2e_keys.get_device_keys(conn, user_id, device_id)
         if keys:

@@ -408,11 +408,11 @@ def upload_keys(
                 sa.insert(dkeys).values(user_id=user_id, device_id=device_id, key_json=_dump(device_keys), ts_added_ms=ts)
             )
             changed = True
-        elif stored.get("keys") != device_keys.get("keys"):
-            # A device's identity keys are its identity: other users pin them, so a
-            # replacement is refused (log in as a new device instead).
-            raise KeyUploadConflict("this device already has different identity keys")
         elif stored != device_keys:
+            # New identity keys for an existing device replace the old ones, as Synapse
+            # and continuwuity do (a client that lost its store re-uploads); the change
+            # goes out as a device-list update and other users' clients, which pin
+            # identity keys, warn about it themselves.
             conn.execute(
                 sa.update(dkeys)
                 .where(dkeys.c.user_id == user_id, dkeys.c.device_id == device_id)

@@ -13,8 +13,8 @@ wakes their syncs and the outbound EDU outbox. A :class:`~roomactors.protocol.e2
 becomes a 400 with its errcode.
 
 * ``/keys/upload``: device keys must be the requester's own, self-signed; the same
-  keys again change nothing, different identity keys for a device that has keys
-  are 400 ``M_INVALID_PARAM`` (a device's keys are its identity); a signed one-time
+  keys again change nothing, different identity keys replace the device's keys
+  (as Synapse and continuwuity do) and go out as a device-list change; a signed one-time
   or fallback key must verify against the device's Ed25519 key (from the upload,
   else storage); a one-time key ID stored with another key is 400, the same key is
   ignored; a fallback key replaces the algorithm's previous one and is unused again.
@@ -139,11 +139,6 @@ async def upload_keys():
         device_keys = None
         if body.get("device_keys"):
             device_keys = proto.check_device_keys(body["device_keys"], who.user_id, who.device_id)
-            if stored is not None and stored.get("keys") != device_keys.get("keys"):
-                raise MatrixError(
-                    "M_INVALID_PARAM", 400,
-                    "this device already has different identity keys; log in as a new device to use new keys",
-                )
         # Signed one-time / fallback keys are checked with the device's Ed25519 key:
         # the one uploaded now, else the stored one (which must still be the same at write).
         checked_with: str | None = None

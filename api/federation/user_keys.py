@@ -35,14 +35,14 @@ from api.federation.x_matrix import federation_route
 from api.responses import json_response
 from roomactors.protocol.ids import is_valid_user_id
 from storage import device_lists
+from roomactors.protocol.e2e_keys import SHARE_DEVICE_NAMES_OVER_FEDERATION
 from storage import e2e_keys as store
 
 __all__ = ["blueprint", "SHARE_DEVICE_NAMES"]
 
 blueprint = Blueprint("federation_user_keys", __name__)
 
-#: Whether device display names go to other servers (Synapse's default: no).
-SHARE_DEVICE_NAMES = False
+SHARE_DEVICE_NAMES = SHARE_DEVICE_NAMES_OVER_FEDERATION
 MAX_USERS = 1000
 
 

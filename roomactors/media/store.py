@@ -63,6 +63,7 @@ class MediaStore:
         for type sniffing). Raises :class:`TooLarge` past ``max_size``."""
         fd, tmp_name = await trio.to_thread.run_sync(self._open_temp)
         tmp = Path(tmp_name)
+        handle = _Handle(fd)
         done = False
         try:
             digest = hashlib.sha256()
@@ -90,14 +91,14 @@ class MediaStore:
                 pending_size += len(chunk)
                 if pending_size >= _WRITE_BATCH:
                     data, pending, pending_size = b"".join(pending), [], 0
-                    await trio.to_thread.run_sync(_write_all, fd, data)
+                    await trio.to_thread.run_sync(_write_all, handle.fd, data)
             sha256 = digest.hexdigest()
-            await trio.to_thread.run_sync(self._finish, fd, b"".join(pending), tmp, sha256)
+            await trio.to_thread.run_sync(self._finish, handle, b"".join(pending), tmp, sha256)
             done = True
             return sha256, size, head
         finally:
             if not done:
-                await trio.to_thread.run_sync(_discard, fd, tmp)
+                await trio.to_thread.run_sync(_discard, handle, tmp)
 
     async def write_bytes(self, data: bytes) -> str:
         """Store ``data``; return its SHA-256."""
@@ -125,10 +126,10 @@ class MediaStore:
         self._tmp.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(dir=self._tmp, prefix="upload-")
 
-    def _finish(self, fd: int, rest: bytes, tmp: Path, sha256: str) -> None:
-        _write_all(fd, rest)
-        os.fsync(fd)
-        os.close(fd)
+    def _finish(self, handle: _Handle, rest: bytes, tmp: Path, sha256: str) -> None:
+        _write_all(handle.fd, rest)
+        os.fsync(handle.fd)
+        handle.close()
         final = self.path_for(sha256)
         if final.exists():
             tmp.unlink(missing_ok=True)  # identical content is already stored
@@ -146,11 +147,23 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _discard(fd: int, tmp: Path) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass  # already closed by _finish
+class _Handle:
+    """A file descriptor closed exactly once (a number closed twice could be another file's)."""
+
+    __slots__ = ("fd", "closed")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
+
+def _discard(handle: _Handle, tmp: Path) -> None:
+    handle.close()
     tmp.unlink(missing_ok=True)
 
 

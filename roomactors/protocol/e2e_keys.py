@@ -49,6 +49,7 @@ from .errors import ProtocolError, SignatureError
 from .signing import verify_json
 
 __all__ = [
+    "SHARE_DEVICE_NAMES_OVER_FEDERATION",
     "E2eKeyError",
     "CROSS_SIGNING_USAGES",
     "SignatureItem",
@@ -63,6 +64,13 @@ __all__ = [
     "one_time_keys_match",
     "check_signature_upload",
 ]
+
+#: Whether device display names go to other servers, in ``/user/keys/query``,
+#: ``/user/devices`` and ``m.device_list_update`` (s2s "Device Management": the name
+#: "will be absent if the device has no name"). Synapse's default
+#: (``allow_device_name_lookup_over_federation``) is no: names often say who owns a
+#: device and where.
+SHARE_DEVICE_NAMES_OVER_FEDERATION = False
 
 #: cross_signing_key.yaml ``usage`` values, as ``/keys/device_signing/upload`` names them.
 CROSS_SIGNING_USAGES = {"master_key": "master", "self_signing_key": "self_signing", "user_signing_key": "user_signing"}

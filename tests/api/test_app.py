@@ -35,7 +35,7 @@ async def test_versions(app: QuartTrio) -> None:
     "path",
     [
         "/",
-        "/_matrix/client/v3/keys/upload",
+        "/_matrix/client/v3/no_such_endpoint",
         "/_matrix/media/v3/preview_url",
         "/_matrix/federation/v1/no_such_endpoint",
         "/_matrix/client/versions/",

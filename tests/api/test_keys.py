@@ -33,9 +33,6 @@ async def test_upload_device_and_one_time_keys(alice: Api, bob: Api) -> None:
     assert (await _upload(alice, {"device_keys": dev.device_keys(), "one_time_keys": otks}))["one_time_key_counts"] == {
         "signed_curve25519": 3}
     assert (await _upload(alice, {}))["one_time_key_counts"] == {"signed_curve25519": 3}
-    # New identity keys for the same device: refused.
-    other = Device(alice.user_id, alice.device_id)
-    assert (await _upload(alice, {"device_keys": other.device_keys()}, 400))["errcode"] == "M_INVALID_PARAM"
     # An existing one-time key ID with another key: refused, nothing stored.
     key_id = next(iter(otks))
     reply = await _upload(alice, {"one_time_keys": {key_id: dev.otk(), "signed_curve25519:fresh": dev.otk()}}, 400)
@@ -55,6 +52,13 @@ async def test_upload_device_and_one_time_keys(alice: Api, bob: Api) -> None:
     answer = await _query(bob, {alice.user_id: [alice.device_id, "NOPE"]})
     assert answer["device_keys"][alice.user_id][alice.device_id]["unsigned"] == {"device_display_name": "Alice's phone"}
     assert answer["master_keys"] == {} and answer["self_signing_keys"] == {} and answer["user_signing_keys"] == {}
+    # New identity keys for the same device replace the old ones (as Synapse does: a
+    # client that lost its store re-uploads); other users' clients see the change.
+    other = Device(alice.user_id, alice.device_id)
+    await _upload(alice, {"device_keys": other.device_keys()})
+    answer = await _query(bob, {alice.user_id: [alice.device_id]})
+    stored = answer["device_keys"][alice.user_id][alice.device_id]
+    assert {k: v for k, v in stored.items() if k != "unsigned"} == other.device_keys()
 
 
 async def test_upload_rejections(alice: Api, bob: Api) -> None:

@@ -44,7 +44,7 @@ def _changes(conn, user_id: str) -> list[str | None]:
     ).scalars())
 
 
-def test_device_keys_idempotent_and_conflicting(conn: sa.Connection) -> None:
+def test_device_keys_idempotent_and_replaced(conn: sa.Connection) -> None:
     dev = Device(ALICE, "A1")
     with conn.begin():
         _devices(conn, ALICE, "A1")
@@ -56,10 +56,10 @@ def test_device_keys_idempotent_and_conflicting(conn: sa.Connection) -> None:
         assert _changes(conn, ALICE) == [*before, "A1"]
         assert device_lists.current_device_list_stream_id(conn, ALICE) > 0
     other = Device(ALICE, "A1")
-    with pytest.raises(store.KeyUploadConflict), conn.begin():
+    with conn.begin():  # new identity keys replace the old ones and are a change
         _upload(conn, other)
-    with conn.begin():
-        assert store.get_stored_device_keys(conn, ALICE, "A1")["keys"] == dev.device_keys()["keys"]
+        assert store.get_stored_device_keys(conn, ALICE, "A1")["keys"] == other.device_keys()["keys"]
+        assert _changes(conn, ALICE) == [*before, "A1", "A1"]
         # Unknown device: refused.
     with pytest.raises(store.KeyUploadConflict), conn.begin():
         _upload(conn, Device(ALICE, "GONE"))
