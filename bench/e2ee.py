@@ -413,6 +413,8 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r.get(key) for r in runs]
         if isinstance(first, bool) or first is None:
             out[key] = None if any(v is None for v in values) else all(values)
+        elif all(v == first for v in values):
+            out[key] = first
         elif isinstance(first, (int, float)):
             out[key] = round(statistics.median(v for v in values if v is not None), 3)
         else:

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import device_lists, e2e_keys, to_device
+from . import device_lists, e2e_keys, room_keys, to_device
 from .schema import access_tokens, devices, profiles, refresh_tokens, stream_positions, users
 
 __all__ = [
@@ -138,7 +138,8 @@ def set_password_hash(conn: sa.Connection, user_id: str, password_hash: str) -> 
 
 
 def deactivate_user(conn: sa.Connection, user_id: str) -> None:
-    """Keep the row (IDs are never reused); drop the password, devices and tokens."""
+    """Keep the row (IDs are never reused); drop the password, devices, tokens, keys
+    and key backups."""
     conn.execute(sa.update(users).where(users.c.user_id == user_id).values(password_hash=None, deactivated=True))
     conn.execute(sa.delete(access_tokens).where(access_tokens.c.user_id == user_id))
     conn.execute(sa.delete(refresh_tokens).where(refresh_tokens.c.user_id == user_id))
@@ -146,6 +147,7 @@ def deactivate_user(conn: sa.Connection, user_id: str) -> None:
     conn.execute(sa.delete(devices).where(devices.c.user_id == user_id))
     to_device.delete_device_inbox(conn, user_id)  # their to-device inboxes go with them
     e2e_keys.delete_device_keys(conn, user_id, None)  # and their end-to-end keys
+    room_keys.delete_all_for_user(conn, user_id)  # and their key backups (as Synapse does)
 
 
 # ---------------------------------------------------------------------- devices

@@ -221,6 +221,15 @@ class E2EEClient:
         event = self.event(room_id, event_id)
         return event if isinstance(event, RoomMessageText) and event.decrypted else None
 
+    async def query_keys(self, *user_ids: str) -> dict[str, Any]:
+        """A raw ``POST /keys/query`` for all devices of ``user_ids`` (past nio's tracking)."""
+        async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
+            r = await http.post(f"{self.nio.homeserver}/_matrix/client/v3/keys/query",
+                                json={"device_keys": {u: [] for u in user_ids}},
+                                headers={"Authorization": f"Bearer {self.nio.access_token}"})
+        assert r.status_code == 200, (r.status_code, r.text)
+        return r.json()
+
     async def keys_changes(self, from_token: str, to_token: str) -> dict[str, Any]:
         """``GET /keys/changes?from=&to=`` (nio has no call for it)."""
         async with httpx.AsyncClient(trust_env=False, timeout=30) as http:

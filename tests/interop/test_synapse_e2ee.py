@@ -17,7 +17,8 @@ server's internals.
   ``device_lists.changed`` (Synapse's ``m.device_list_update`` EDU, handled by
   ours), ``/keys/query`` through ours returns the new device, and a message sent
   afterwards is decrypted by it.
-  When the Synapse user then leaves, ours names them in ``device_lists.left``.
+  When the Synapse user then leaves, ours names them in ``device_lists.left``, and
+  a third device logged in after that is in ours' ``/keys/query`` (no stale cache).
 * A second device logs in on ours: the Synapse user sees ours in
   ``device_lists.changed`` (our ``m.device_list_update`` EDU, handled by Synapse),
   and the new device decrypts the Synapse user's next message.
@@ -176,6 +177,13 @@ def test_new_synapse_device_is_seen_by_ours_and_encrypted_to(ours: ThreadedHomes
         left = await s.nio.room_leave(room_id)
         assert type(left).__name__ == "RoomLeaveResponse", left
         await o.sync_until("the Synapse user in device_lists.left", lambda: o.saw_left(s.user_id, marker))
+        # With no room shared, Synapse sends ours no more device-list updates for
+        # that user, so ours must not answer from a stale cache: a third device
+        # logged in now is in ours' /keys/query answer.
+        s3 = await pair.new_device(synapse_peer.client_url, s.user_id, "synapse:third device")
+        answer = await o.query_keys(s.user_id)
+        assert answer.get("failures") == {}, answer
+        assert set(answer["device_keys"].get(s.user_id, {})) >= {s.device_id, s2.device_id, s3.device_id}, answer
 
     run(pair, scenario)
 
