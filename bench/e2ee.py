@@ -58,55 +58,29 @@ from __future__ import annotations
 
 import argparse
 import base64
-import functools
 import json
 import os
 import secrets
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "interop"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 import trio  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from bench import common  # noqa: E402
+from bench.common import pct, proc_cpu_s, q, ratio  # noqa: E402
+
+log = common.logger("e2ee")
 EVENT_TYPE = "org.bench.todevice"
 SYNC_FILTER = json.dumps({"room": {"rooms": []}, "presence": {"types": []}, "account_data": {"types": []}})
 PAD = "x" * 160
-
-
-def log(msg: str) -> None:
-    print(f"[e2ee {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def q(s: str) -> str:
-    return urllib.parse.quote(s, safe="")
-
-
-def proc_cpu_s(pid: int) -> float:
-    """user+system CPU seconds of ``pid`` (all threads) from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(round(p * (len(s) - 1))))], 2)
 
 
 async def gather(n_workers: int, items: list[Any], fn: Callable[[Any], Awaitable[Any]]) -> list[Any]:
@@ -177,15 +151,7 @@ class Server:
         return proc_cpu_s(self.pid)
 
     async def register(self, localpart: str) -> User:
-        from api.shared_secret import registration_mac
-
-        nonce = (await self.http.get(self.base + "/_synapse/admin/v1/register")).json()["nonce"]
-        mac = registration_mac(self.secret, nonce, localpart, "password", False)
-        r = await self.http.post(self.base + "/_synapse/admin/v1/register",
-                                 json={"nonce": nonce, "username": localpart, "password": "password",
-                                       "admin": False, "mac": mac}, timeout=60)
-        r.raise_for_status()
-        body = r.json()
+        body = await common.register_shared_secret(self.http, self.base, self.secret, localpart, timeout=60)
         return User(self.http, self.base, body["user_id"], body["device_id"], body["access_token"])
 
     async def login(self, user: User) -> User:
@@ -201,40 +167,15 @@ class Server:
 @asynccontextmanager
 async def ours_child(root: Path, http: httpx.AsyncClient):
     """Our server as a child process (this file, ``--serve-ours``)."""
-    data = root / "ours"
-    data.mkdir()
-    errlog = open(data / "stderr.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-ours", str(data)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog, cwd=REPO)
-    try:
-        line = await trio.to_thread.run_sync(proc.stdout.readline)  # type: ignore[union-attr]
-        if not line:
-            raise RuntimeError(f"ours child died:\n{(data / 'stderr.log').read_text()[-3000:]}")
-        info = json.loads(line)
+    async with common.ours_child(__file__, root / "ours") as (proc, info):
         yield Server("ours", info["base_url"], proc.pid, info["shared_secret"], http)
-    finally:
-        try:
-            proc.stdin.close()  # type: ignore[union-attr]
-            await trio.to_thread.run_sync(functools.partial(proc.wait, 30))
-        except Exception:
-            proc.terminate()
-            proc.wait()
-        errlog.close()
 
 
 @asynccontextmanager
 async def synapse_server(root: Path, http: httpx.AsyncClient):
-    from synapse_peer import SynapsePeer
-
-    peer = SynapsePeer(root / "synapse", log_level=os.environ.get("BENCH_SYNAPSE_LOG", "WARNING"),
-                       extra_config={"bcrypt_rounds": 4})
-    await trio.to_thread.run_sync(peer.start)
-    try:
-        assert peer.proc is not None
+    async with common.synapse_peer(root / "synapse", {"bcrypt_rounds": 4}) as peer:
         yield Server("synapse", peer.client_url, peer.proc.pid, peer.registration_shared_secret, http,
                      peer.version or "")
-    finally:
-        await trio.to_thread.run_sync(peer.stop)
 
 
 def serve_ours_child(data_dir: str) -> None:
@@ -242,9 +183,8 @@ def serve_ours_child(data_dir: str) -> None:
     from roomactors.testing import homeserver_in_thread
 
     with homeserver_in_thread(data_dir=Path(data_dir).resolve()) as hs:
-        print(json.dumps({"base_url": hs.base_url, "pid": os.getpid(),
-                          "shared_secret": hs.settings.registration.shared_secret}), flush=True)
-        sys.stdin.read()
+        common.serve_until_stdin_closes({"base_url": hs.base_url, "pid": os.getpid(),
+                                         "shared_secret": hs.settings.registration.shared_secret})
 
 
 # ====================================================================== 1. to-device
@@ -426,12 +366,11 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     """Both servers up at once (the idle one is quiet); each figure measured on one
     then the other, back to back, the order alternating by round; medians over rounds."""
     res: dict[str, Any] = {"args": vars(a), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    root = Path(tempfile.mkdtemp(prefix="bench-e2ee-"))
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
     figures = [m for m in MODES if "todevice" in a.only] + (["keys"] if "keys" in a.only else [])
     rounds: dict[str, dict[str, list[dict[str, Any]]]] = {}
     keys_setups: dict[str, Any] = {}
-    try:
+    with common.scratch_dir("e2ee", a.keep) as root:
         async with httpx.AsyncClient(trust_env=False, limits=limits) as http, AsyncExitStack() as stack:
             servers = []
             if a.ours:
@@ -447,11 +386,6 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                     for server in order:
                         r = await run_figure(server, figure, a, keys_setups)
                         rounds.setdefault(server.kind, {}).setdefault(figure, []).append(r)
-    finally:
-        if a.keep:
-            log(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     res["rounds"] = rounds
     for kind, by_figure in rounds.items():
         summary: dict[str, Any] = {}
@@ -462,12 +396,6 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                 summary["keys_query"] = median_of(runs)
         res[kind] = summary
     return res
-
-
-def ratio(ours: float | None, synapse: float | None, higher_is_better: bool) -> float | None:
-    if not ours or not synapse:
-        return None
-    return round(ours / synapse if higher_is_better else synapse / ours, 2)
 
 
 def table(res: dict[str, Any]) -> str:
@@ -499,12 +427,7 @@ def table(res: dict[str, Any]) -> str:
         row("  queries/s (sequential)", ok["sequential_queries_per_s"], yk.get("sequential_queries_per_s"), True)
         row("  queries/s (8 in flight)", ok["queries_per_s_8_inflight"], yk.get("queries_per_s_8_inflight"), True)
         row("  server CPU ms/query", ok["server_cpu_ms_per_query"], yk.get("server_cpu_ms_per_query"), False)
-    width = max(len(r[0]) for r in rows) if rows else 10
-    lines = [f"{'figure':<{width}}  {'ours':>12}  {'synapse':>12}  {'ratio':>6}"]
-    for name, ov, yv, r in rows:
-        lines.append(f"{name:<{width}}  {str(ov):>12}  {str('' if yv is None else yv):>12}  "
-                     f"{str('' if r is None else r):>6}")
-    return "\n".join(lines)
+    return common.format_table(rows, 12, 12)
 
 
 def main() -> None:
@@ -531,17 +454,7 @@ def main() -> None:
     if a.quick:
         a.messages, a.single_messages, a.queries, a.rounds = 400, 200, 20, 1
     a.only = set(a.only.split(","))
-    if a.synapse and not (REPO / ".venv-synapse" / "bin" / "python").exists():
-        log("no .venv-synapse (make synapse-venv): ours only")
-        a.synapse = False
-    t0 = time.monotonic()
-    res = trio.run(run, a)
-    res["total_s"] = round(time.monotonic() - t0, 1)
-    out = Path(a.results_dir or REPO / "bench" / "results" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "e2ee.json").write_text(json.dumps(res, indent=2, default=str))
-    print(table(res))
-    print(f"\n(ratio: ours vs Synapse, > 1 = roomactors better; total {res['total_s']} s; {out / 'e2ee.json'})")
+    common.run_and_report("e2ee", run, a, table)
 
 
 if __name__ == "__main__":

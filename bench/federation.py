@@ -61,72 +61,34 @@ import functools
 import json
 import os
 import secrets
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "interop"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 import trio  # noqa: E402
 
+from bench import common  # noqa: E402
+from bench.common import pct, proc_cpu_s, q, ratio  # noqa: E402
 from roomactors.protocol.auth import auth_types_for_event  # noqa: E402
 from roomactors.protocol.ids import RoomId, UserId  # noqa: E402
 from roomactors.room.events import build_event  # noqa: E402
 
 TXN_PDUS = 50
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def log(msg: str) -> None:
-    print(f"[federation {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def q(s: str) -> str:
-    return urllib.parse.quote(s, safe="")
-
-
-def proc_cpu_s(pid: int) -> float:
-    """user+system CPU seconds of ``pid`` (all threads) from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+log = common.logger("federation")
 
 
 def pcts(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"n": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
-    s = sorted(values)
-
-    def at(p: float) -> float:
-        return round(s[min(len(s) - 1, int(round(p * (len(s) - 1))))], 2)
-
-    return {"n": len(s), "p50_ms": at(0.5), "p90_ms": at(0.9), "p99_ms": at(0.99), "max_ms": round(s[-1], 2),
-            "mean_ms": round(statistics.fmean(s), 2)}
-
-
-def fed_overrides(port: int) -> dict[str, dict[str, Any]]:
-    return {
-        "federation": {
-            "bind": [f"127.0.0.1:{port}"],
-            "verify_certificates": False,
-            "ip_range_allowlist": ["127.0.0.0/8"],
-            "trusted_key_servers": [],
-            "request_timeout_s": 60.0,
-            "backoff_initial_s": 0.5,
-            "backoff_max_s": 5.0,
-        },
-    }
+    return {"n": len(values), "p50_ms": pct(values, 0.5), "p90_ms": pct(values, 0.9), "p99_ms": pct(values, 0.99),
+            "max_ms": round(max(values), 2), "mean_ms": round(statistics.fmean(values), 2)}
 
 
 # ====================================================================== shared helpers
@@ -233,15 +195,7 @@ class User:
 
 
 async def register_shared_secret(http: httpx.AsyncClient, base: str, secret: str, localpart: str) -> User:
-    from api.shared_secret import registration_mac
-
-    nonce = (await http.get(base + "/_synapse/admin/v1/register")).json()["nonce"]
-    mac = registration_mac(secret, nonce, localpart, "password", False)
-    r = await http.post(base + "/_synapse/admin/v1/register",
-                        json={"nonce": nonce, "username": localpart, "password": "password", "admin": False,
-                              "mac": mac})
-    r.raise_for_status()
-    body = r.json()
+    body = await common.register_shared_secret(http, base, secret, localpart)
     return User(http, base, body["user_id"], body["access_token"])
 
 
@@ -274,53 +228,29 @@ async def ours_child(root: Path, http: httpx.AsyncClient, label: str, populate: 
     from synapse_peer import free_ports
 
     (port,) = free_ports(1)
-    data = root / label
-    data.mkdir()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-ours", str(data), "--port", str(port),
-           "--room-version", room_version]
+    args = ["--port", str(port), "--room-version", room_version]
     if populate:
-        cmd += ["--populate", str(populate)]
-    errlog = open(data / "stderr.log", "wb")
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog, cwd=REPO)
-    try:
-        line = await trio.to_thread.run_sync(proc.stdout.readline)  # type: ignore[union-attr]
-        if not line:
-            raise RuntimeError(f"ours child {label} died; see {data / 'stderr.log'}:\n"
-                               + (data / "stderr.log").read_text()[-3000:])
-        info = json.loads(line)
+        args += ["--populate", str(populate)]
+    async with common.ours_child(__file__, root / label, *args) as (proc, info):
         yield Server("ours", info["server_name"], info["base_url"], proc.pid, info["signing_key_path"],
                      info["shared_secret"], http, info)
-    finally:
-        try:
-            proc.stdin.close()  # type: ignore[union-attr]
-            await trio.to_thread.run_sync(functools.partial(proc.wait, 30))
-        except Exception:
-            proc.terminate()
-            proc.wait()
-        errlog.close()
 
 
 @asynccontextmanager
 async def synapse_server(root: Path, http: httpx.AsyncClient, label: str):
-    from synapse_peer import SynapsePeer
-
-    peer = SynapsePeer(root / label, log_level=os.environ.get("BENCH_SYNAPSE_LOG", "WARNING"))
-    await trio.to_thread.run_sync(peer.start)
-    try:
-        assert peer.proc is not None
+    async with common.synapse_peer(root / label) as peer:
         yield Server("synapse", peer.server_name, peer.client_url, peer.proc.pid, str(peer.signing_key_path),
                      peer.registration_shared_secret, http, {"version": peer.version})
-    finally:
-        await trio.to_thread.run_sync(peer.stop)
 
 
 def serve_ours_child(a: argparse.Namespace) -> None:
     """``--serve-ours``: run our server until stdin closes; print its details as one JSON line."""
     from roomactors.testing import homeserver_in_thread
+    from synapse_peer import ours_federation_overrides
 
     data = Path(a.serve_ours).resolve()
     server_name = f"localhost:{a.port}"
-    overrides = fed_overrides(a.port)
+    overrides = ours_federation_overrides(a.port, request_timeout_s=60.0)
     info: dict[str, Any] = {}
     if a.populate:
         info.update(trio.run(populate_child, data, server_name, overrides, a.populate, a.room_version))
@@ -328,8 +258,7 @@ def serve_ours_child(a: argparse.Namespace) -> None:
         info.update(base_url=hs.base_url, server_name=server_name, pid=os.getpid(),
                     signing_key_path=str(hs.settings.server.signing_key_path),
                     shared_secret=hs.settings.registration.shared_secret)
-        print(json.dumps(info), flush=True)
-        sys.stdin.read()
+        common.serve_until_stdin_closes(info)
 
 
 async def populate_child(data: Path, server_name: str, overrides: Any, members: int, room_version: str) -> dict:
@@ -664,18 +593,11 @@ async def latency_https(a: Server, b: Server, messages: int, interval_s: float, 
 # ====================================================================== main
 
 
-def ratio(ours: float | None, synapse: float | None, higher_is_better: bool) -> float | None:
-    if not ours or not synapse:
-        return None
-    return round(ours / synapse if higher_is_better else synapse / ours, 2)
-
-
 async def run(a: argparse.Namespace) -> dict[str, Any]:
     only = set(a.only.split(","))
     res: dict[str, Any] = {"args": vars(a), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    root = Path(tempfile.mkdtemp(prefix="bench-federation-"))
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
-    try:
+    with common.scratch_dir("federation", a.keep) as root:
         async with httpx.AsyncClient(trust_env=False, limits=limits) as http:
             if "send" in only:
                 log(f"send: in-process, {a.pdus} PDUs")
@@ -720,11 +642,6 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
                         res["latency"]["synapse_https"] = await latency_https(sa, sb, a.messages, interval,
                                                                               a.room_version)
                         log(f"  {res['latency']['synapse_https']}")
-    finally:
-        if a.keep:
-            log(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     return res
 
 
@@ -763,11 +680,7 @@ def table(res: dict[str, Any]) -> str:
                 rows.append((f"latency e2e {p} ({label})", o, y, ratio(o, y, False) if y else None))
         if syn and "ours_https" not in lat:
             rows.append(("latency e2e p50/p99 Synapse", f"{syn['p50_ms']}/{syn['p99_ms']}", None, None))
-    width = max(len(r[0]) for r in rows) if rows else 10
-    lines = [f"{'figure':<{width}}  {'ours':>14}  {'synapse':>10}  {'ratio':>6}"]
-    for name, o, y, r in rows:
-        lines.append(f"{name:<{width}}  {str(o):>14}  {str('' if y is None else y):>10}  {str('' if r is None else r):>6}")
-    return "\n".join(lines)
+    return common.format_table(rows, 14, 10)
 
 
 def main() -> None:
@@ -794,18 +707,7 @@ def main() -> None:
     if a.quick:
         a.pdus, a.join_sizes, a.join_https, a.messages = 500, "1000", 300, 60
     a.join_sizes = [int(x) for x in a.join_sizes.split(",") if x]
-    if a.synapse and not (REPO / ".venv-synapse" / "bin" / "python").exists():
-        log("no .venv-synapse (make synapse-venv): ours only")
-        a.synapse = False
-    t0 = time.monotonic()
-    res = trio.run(run, a)
-    res["total_s"] = round(time.monotonic() - t0, 1)
-    out = Path(a.results_dir or REPO / "bench" / "results" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "federation.json").write_text(json.dumps(res, indent=2, default=str))
-    print(table(res))
-    print(f"\n(ratio: ours vs Synapse, > 1 = roomactors better; total {res['total_s']} s; "
-          f"{out / 'federation.json'})")
+    common.run_and_report("federation", run, a, table)
 
 
 if __name__ == "__main__":

@@ -34,36 +34,23 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "interop"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 import trio  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from bench import common  # noqa: E402
+from bench.common import proc_cpu_s, ratio  # noqa: E402
+
 ROUNDS = (("crop", 150, 150), ("scale", 400, 400))
-
-
-def log(msg: str) -> None:
-    print(f"[media {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def proc_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+log = common.logger("media")
 
 
 def make_images(n: int, width: int, height: int, seed: int = 6) -> list[tuple[bytes, str]]:
@@ -169,51 +156,24 @@ async def bench_target(http: httpx.AsyncClient, target: Target, images: list[tup
 
 
 async def run(a: argparse.Namespace) -> dict[str, Any]:
-    from synapse_peer import SynapsePeer, free_ports
-
     res: dict[str, Any] = {"args": vars(a), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "cores": os.cpu_count()}
     images = make_images(a.images, *a.size)
     res["image_bytes_mean"] = int(sum(len(d) for d, _ in images) / len(images))
-    root = Path(tempfile.mkdtemp(prefix="bench-media-"))
-    try:
+    with common.scratch_dir("media", a.keep) as root:
         async with httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=64)) as http:
             # ---- ours, a child process
-            data = root / "ours"
-            data.mkdir()
-            errlog = open(data / "stderr.log", "wb")
-            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-ours", str(data)],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog, cwd=REPO)
-            try:
-                line = await trio.to_thread.run_sync(proc.stdout.readline)  # type: ignore[union-attr]
-                if not line:
-                    raise RuntimeError((data / "stderr.log").read_text()[-3000:])
-                info = json.loads(line)
+            async with common.ours_child(__file__, root / "ours") as (proc, info):
                 target = Target("ours", info["base_url"], proc.pid, info["access_token"])
                 res["ours"] = await bench_target(http, target, images, a)
-            finally:
-                proc.stdin.close()  # type: ignore[union-attr]
-                await trio.to_thread.run_sync(lambda: proc.wait(30))
-                errlog.close()
             # ---- Synapse
             if a.synapse:
-                peer = SynapsePeer(root / "synapse", log_level=os.environ.get("BENCH_SYNAPSE_LOG", "WARNING"),
-                                   extra_config={"dynamic_thumbnails": True, "max_upload_size": "50M"})
-                await trio.to_thread.run_sync(peer.start)
-                try:
+                config = {"dynamic_thumbnails": True, "max_upload_size": "50M"}
+                async with common.synapse_peer(root / "synapse", config) as peer:
                     _, token = await trio.to_thread.run_sync(peer.register_user, "bench")
-                    assert peer.proc is not None
                     target = Target("synapse", peer.client_url, peer.proc.pid, token)
                     res["synapse"] = await bench_target(http, target, images, a)
                     res["synapse_version"] = peer.version
-                finally:
-                    await trio.to_thread.run_sync(peer.stop)
-    finally:
-        if a.keep:
-            log(f"data kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    del free_ports
     return res
 
 
@@ -224,14 +184,7 @@ def serve_ours_child(a: argparse.Namespace) -> None:
     data = Path(a.serve_ours).resolve()
     with homeserver_in_thread(data_dir=data, settings_overrides={"federation": {"enabled": False}}) as hs:
         user = hs.register_user("bench")
-        print(json.dumps({"base_url": hs.base_url, "access_token": user.access_token}), flush=True)
-        sys.stdin.read()
-
-
-def ratio(ours: float | None, synapse: float | None, higher_is_better: bool) -> float | None:
-    if not ours or not synapse:
-        return None
-    return round(ours / synapse if higher_is_better else synapse / ours, 2)
+        common.serve_until_stdin_closes({"base_url": hs.base_url, "access_token": user.access_token})
 
 
 def table(res: dict[str, Any]) -> str:
@@ -249,11 +202,7 @@ def table(res: dict[str, Any]) -> str:
     rows.append(("all rounds: thumbnails/s", o, y, ratio(o, y, True)))
     o, y = ours.get("upload_s"), syn and syn.get("upload_s")
     rows.append(("uploads, s (untimed phase; Synapse thumbnails here)", o, y, None))
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'figure':<{width}}  {'ours':>10}  {'synapse':>10}  {'ratio':>6}"]
-    for name, o, y, r in rows:
-        lines.append(f"{name:<{width}}  {str(o):>10}  {str('' if y is None else y):>10}  {str('' if r is None else r):>6}")
-    return "\n".join(lines)
+    return common.format_table(rows, 10, 10)
 
 
 def main() -> None:
@@ -270,18 +219,7 @@ def main() -> None:
     if a.serve_ours:
         serve_ours_child(a)
         return
-    if a.synapse and not (REPO / ".venv-synapse" / "bin" / "python").exists():
-        log("no .venv-synapse (make synapse-venv): ours only")
-        a.synapse = False
-    t0 = time.monotonic()
-    res = trio.run(run, a)
-    res["total_s"] = round(time.monotonic() - t0, 1)
-    out = Path(a.results_dir or REPO / "bench" / "results" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "media.json").write_text(json.dumps(res, indent=2, default=str))
-    print(table(res))
-    print(f"\n(ratio: ours vs Synapse, > 1 = roomactors better; {os.cpu_count()} cores; total {res['total_s']} s; "
-          f"{out / 'media.json'})")
+    common.run_and_report("media", run, a, table, note=f"{os.cpu_count()} cores; ")
 
 
 if __name__ == "__main__":

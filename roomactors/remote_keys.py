@@ -60,6 +60,24 @@ def _failure(e: BaseException | None) -> dict[str, Any]:
     return {"status": 504, "message": "timed out"}
 
 
+async def _post_to_server(d: Any, server: str, path: str, body: dict[str, Any], timeout_s: float,
+                          failures: dict[str, Any]) -> dict[str, Any] | None:
+    """``POST path`` to ``server`` under the deadline ``timeout_s``; the answer when it
+    is a JSON object, else None with ``failures[server]`` set (unreachable, an error
+    status, late, or not an object)."""
+    error: BaseException | None = None
+    answer = None
+    with trio.move_on_after(timeout_s):
+        try:
+            answer = await d.federation.request(server, "POST", path, json_body=body, timeout_s=timeout_s)
+        except (FederationUnreachable, FederationError) as e:
+            error = e
+    if not isinstance(answer, dict):
+        failures[server] = _failure(error) if error or answer is None else {"status": 502, "message": "malformed answer"}
+        return None
+    return answer
+
+
 def _cache_view(
     conn: sa.Connection, users: list[str], server_name: str
 ) -> tuple[set[str], dict[str, remote_devices.CachedUser]]:
@@ -132,16 +150,8 @@ async def query_remote_keys(
     fills: list[tuple[str, dict[str, Any]]] = []
 
     async def ask(server: str, wanted: dict[str, list[str]]) -> None:
-        error: BaseException | None = None
-        body = None
-        with trio.move_on_after(timeout_s):
-            try:
-                body = await d.federation.request(server, "POST", QUERY_PATH, json_body={"device_keys": wanted},
-                                                  timeout_s=timeout_s)
-            except (FederationUnreachable, FederationError) as e:
-                error = e
-        if not isinstance(body, dict):
-            failures[server] = _failure(error) if error or body is None else {"status": 502, "message": "malformed answer"}
+        body = await _post_to_server(d, server, QUERY_PATH, {"device_keys": wanted}, timeout_s, failures)
+        if body is None:
             return
         device_keys = body.get("device_keys") if isinstance(body.get("device_keys"), dict) else {}
         masters = body.get("master_keys") if isinstance(body.get("master_keys"), dict) else {}
@@ -184,16 +194,8 @@ async def claim_remote_keys(
         return {"one_time_keys": {}}, {s: {"status": 503, "message": "federation is disabled"} for s in by_server}
 
     async def ask(server: str, wanted: dict[str, dict[str, str]]) -> None:
-        error: BaseException | None = None
-        body = None
-        with trio.move_on_after(timeout_s):
-            try:
-                body = await d.federation.request(server, "POST", CLAIM_PATH, json_body={"one_time_keys": wanted},
-                                                  timeout_s=timeout_s)
-            except (FederationUnreachable, FederationError) as e:
-                error = e
-        if not isinstance(body, dict):
-            failures[server] = _failure(error) if error or body is None else {"status": 502, "message": "malformed answer"}
+        body = await _post_to_server(d, server, CLAIM_PATH, {"one_time_keys": wanted}, timeout_s, failures)
+        if body is None:
             return
         got = body.get("one_time_keys") if isinstance(body.get("one_time_keys"), dict) else {}
         for user_id, devices in wanted.items():

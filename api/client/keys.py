@@ -119,6 +119,20 @@ def _remote_keys_module(d: Deps) -> Any:
     return remote_keys
 
 
+async def _ask_remote(d: Deps, fan_out: str, by_server: dict[str, Any], timeout_s: float,
+                      failures: dict[str, Any]) -> dict[str, Any]:
+    """``roomactors.remote_keys.<fan_out>`` (``query_remote_keys`` or
+    ``claim_remote_keys``) for ``by_server``; its failures are added to ``failures``
+    (every server "federation is not available" when there is no fan-out)."""
+    module = _remote_keys_module(d)
+    if module is None:
+        failures.update(_unavailable(by_server, "federation is not available"))
+        return {}
+    got, failed = await getattr(module, fan_out)(d, by_server, timeout_s)
+    failures.update(failed)
+    return got
+
+
 # ------------------------------------------------------------------ /keys/upload
 
 
@@ -218,13 +232,7 @@ async def query_keys():
 
     async def run_remote() -> None:
         nonlocal remote_answer
-        module = _remote_keys_module(d)
-        if module is None:
-            failures.update(_unavailable(by_server, "federation is not available"))
-            return
-        got, failed = await module.query_remote_keys(d, by_server, timeout_s)
-        remote_answer = got
-        failures.update(failed)
+        remote_answer = await _ask_remote(d, "query_remote_keys", by_server, timeout_s, failures)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_local)
@@ -238,21 +246,31 @@ async def query_keys():
 # ------------------------------------------------------------------ /keys/claim
 
 
+def claim_request(body: dict[str, Any]) -> tuple[dict[str, dict[str, str]], int]:
+    """The ``one_time_keys`` of a claim body (client ``POST /keys/claim`` and
+    federation ``POST /user/keys/claim``: user ID → device ID → algorithm), checked
+    for that shape (else 400 ``M_BAD_JSON``), and how many devices it names. The
+    caller checks the user IDs and its own limit."""
+    wanted = body.get("one_time_keys")
+    if not isinstance(wanted, dict):
+        raise bad_json("'one_time_keys' must map user IDs to device IDs to algorithms")
+    count = 0
+    for by_device in wanted.values():
+        if not isinstance(by_device, dict) or not all(isinstance(a, str) for a in by_device.values()):
+            raise bad_json("'one_time_keys' must map user IDs to device IDs to algorithms")
+        count += len(by_device)
+    return wanted, count
+
+
 @_route("/keys/claim", ["POST"])
 async def claim_keys():
     d = deps()
     await requester()
     body = await json_body()
-    wanted = body.get("one_time_keys")
-    if not isinstance(wanted, dict):
-        raise bad_json("'one_time_keys' must map user IDs to device IDs to algorithms")
-    count = 0
-    for user_id, by_device in wanted.items():
-        if not isinstance(by_device, dict) or not all(isinstance(a, str) for a in by_device.values()):
-            raise bad_json("'one_time_keys' must map user IDs to device IDs to algorithms")
+    wanted, count = claim_request(body)
+    for user_id in wanted:
         if not is_valid_user_id(user_id):
             raise invalid_param(f"{user_id!r} is not a user ID")
-        count += len(by_device)
     if count > MAX_CLAIM_DEVICES:
         raise invalid_param(f"at most {MAX_CLAIM_DEVICES} devices per claim")
     timeout_s = _timeout_s(body)
@@ -269,13 +287,8 @@ async def claim_keys():
 
     async def run_remote() -> None:
         nonlocal remote_claimed
-        module = _remote_keys_module(d)
-        if module is None:
-            failures.update(_unavailable(by_server, "federation is not available"))
-            return
-        got, failed = await module.claim_remote_keys(d, by_server, timeout_s)
+        got = await _ask_remote(d, "claim_remote_keys", by_server, timeout_s, failures)
         remote_claimed = got.get("one_time_keys", got) if isinstance(got, dict) else {}
-        failures.update(failed)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_local)

@@ -102,6 +102,14 @@ def _query_version() -> str:
     return version
 
 
+async def _keys_request() -> tuple[Deps, str, str]:
+    """Every ``/room_keys/keys`` endpoint: the deps, the authenticated user's ID
+    (401 first) and the backup ``version`` it names (:func:`_query_version`)."""
+    d = deps()
+    who = await requester()
+    return d, who.user_id, _query_version()
+
+
 def _room_id(room_id: str) -> str:
     """A room ID of any room version's form (``x-pattern-format: mx-room-id``)."""
     if not (is_valid_room_id(room_id, get_rules("1")) or is_valid_room_id(room_id, get_rules("12"))):
@@ -228,31 +236,25 @@ async def delete_version(version: str):
 
 @client_route(blueprint, "/room_keys/keys", ["PUT"])
 async def put_all_keys():
-    d = deps()
-    who = await requester()
-    version = _query_version()
+    d, user_id, version = await _keys_request()
     rooms = get_obj(await json_body(), "rooms")
     parsed = {_room_id(room_id): _sessions(room, f"rooms[{room_id!r}]") for room_id, room in rooms.items()}
-    return _update_response(await _call(d, store.put_keys, who.user_id, version, parsed, write=True))
+    return _update_response(await _call(d, store.put_keys, user_id, version, parsed, write=True))
 
 
 @client_route(blueprint, "/room_keys/keys/<room_id>", ["PUT"])
 async def put_room_keys(room_id: str):
-    d = deps()
-    who = await requester()
-    version = _query_version()
+    d, user_id, version = await _keys_request()
     room_id = _room_id(room_id)
     parsed = {room_id: _sessions(await json_body(), "body")}
-    return _update_response(await _call(d, store.put_keys, who.user_id, version, parsed, write=True))
+    return _update_response(await _call(d, store.put_keys, user_id, version, parsed, write=True))
 
 
 @client_route(blueprint, "/room_keys/keys/<room_id>/<path:session_id>", ["PUT"])
 async def put_session_key(room_id: str, session_id: str):
-    d = deps()
-    who = await requester()
-    version = _query_version()
+    d, user_id, version = await _keys_request()
     parsed = {_room_id(room_id): {_session_id(session_id): _key_data(await json_body(), "body")}}
-    return _update_response(await _call(d, store.put_keys, who.user_id, version, parsed, write=True))
+    return _update_response(await _call(d, store.put_keys, user_id, version, parsed, write=True))
 
 
 def _rooms_json(found: dict[str, dict[str, KeyBackupData]]) -> dict[str, Any]:
@@ -264,19 +266,16 @@ def _rooms_json(found: dict[str, dict[str, KeyBackupData]]) -> dict[str, Any]:
 
 @client_route(blueprint, "/room_keys/keys", ["GET"])
 async def get_all_keys():
-    d = deps()
-    who = await requester()
-    found = await _call(d, store.get_keys, who.user_id, _query_version(), write=False)
+    d, user_id, version = await _keys_request()
+    found = await _call(d, store.get_keys, user_id, version, write=False)
     return json_response({"rooms": _rooms_json(found)})
 
 
 @client_route(blueprint, "/room_keys/keys/<room_id>", ["GET"])
 async def get_room_keys(room_id: str):
-    d = deps()
-    who = await requester()
-    version = _query_version()
+    d, user_id, version = await _keys_request()
     room_id = _room_id(room_id)
-    found = await _call(d, store.get_keys, who.user_id, version, room_id, write=False)
+    found = await _call(d, store.get_keys, user_id, version, room_id, write=False)
     # key_backup.yaml: "If no keys are found, then an object with an empty
     # sessions property will be returned ({"sessions": {}})."
     return json_response(_rooms_json(found).get(room_id, {"sessions": {}}))
@@ -284,11 +283,9 @@ async def get_room_keys(room_id: str):
 
 @client_route(blueprint, "/room_keys/keys/<room_id>/<path:session_id>", ["GET"])
 async def get_session_key(room_id: str, session_id: str):
-    d = deps()
-    who = await requester()
-    version = _query_version()
+    d, user_id, version = await _keys_request()
     room_id, session_id = _room_id(room_id), _session_id(session_id)
-    found = await _call(d, store.get_keys, who.user_id, version, room_id, session_id, write=False)
+    found = await _call(d, store.get_keys, user_id, version, room_id, session_id, write=False)
     key = found.get(room_id, {}).get(session_id)
     if key is None:
         raise not_found("Key not found.")  # key_backup.yaml, GET by session ID: 404
@@ -297,25 +294,20 @@ async def get_session_key(room_id: str, session_id: str):
 
 @client_route(blueprint, "/room_keys/keys", ["DELETE"])
 async def delete_all_keys():
-    d = deps()
-    who = await requester()
-    return _update_response(await _call(d, store.delete_keys, who.user_id, _query_version(), write=True))
+    d, user_id, version = await _keys_request()
+    return _update_response(await _call(d, store.delete_keys, user_id, version, write=True))
 
 
 @client_route(blueprint, "/room_keys/keys/<room_id>", ["DELETE"])
 async def delete_room_keys(room_id: str):
-    d = deps()
-    who = await requester()
-    version = _query_version()
+    d, user_id, version = await _keys_request()
     room_id = _room_id(room_id)
-    return _update_response(await _call(d, store.delete_keys, who.user_id, version, room_id, write=True))
+    return _update_response(await _call(d, store.delete_keys, user_id, version, room_id, write=True))
 
 
 @client_route(blueprint, "/room_keys/keys/<room_id>/<path:session_id>", ["DELETE"])
 async def delete_session_key(room_id: str, session_id: str):
-    d = deps()
-    who = await requester()
-    version = _query_version()
+    d, user_id, version = await _keys_request()
     room_id, session_id = _room_id(room_id), _session_id(session_id)
-    result = await _call(d, store.delete_keys, who.user_id, version, room_id, session_id, write=True)
+    result = await _call(d, store.delete_keys, user_id, version, room_id, session_id, write=True)
     return _update_response(result)

@@ -29,6 +29,7 @@ from typing import Any
 from quart import Blueprint
 
 from api.body import json_body
+from api.client.keys import claim_request
 from api.deps import deps
 from api.errors import bad_json, invalid_param
 from api.federation.x_matrix import federation_route
@@ -76,15 +77,9 @@ async def user_keys_claim(origin: str):
     """user_keys.yaml ``POST /user/keys/claim``: the same rules as the client's claim."""
     d = deps()
     body = await json_body()
-    wanted = body.get("one_time_keys")
-    if not isinstance(wanted, dict):
-        raise bad_json("'one_time_keys' must map user IDs to device IDs to algorithms")
-    count = 0
-    for user_id, by_device in wanted.items():
+    wanted, count = claim_request(body)
+    for user_id in wanted:
         _ours(user_id, d.server_name)
-        if not isinstance(by_device, dict) or not all(isinstance(a, str) for a in by_device.values()):
-            raise bad_json("'one_time_keys' must map user IDs to device IDs to algorithms")
-        count += len(by_device)
     if count > MAX_USERS:
         raise bad_json(f"at most {MAX_USERS} devices per claim")
     claimed = await d.db.write(store.claim_local_keys, wanted) if wanted else {}

@@ -113,26 +113,39 @@ async def upload_to_mxc(server_name: str, media_id: str) -> Response:
 # ------------------------------------------------------------------ authenticated (v1.11)
 
 
+async def _serve_download(server_name: str, media_id: str, file_name: str | None, *,
+                          allow_remote_fetch: bool) -> Response:
+    """The media (``file_name`` overriding its upload name), once the endpoint's own
+    checks have passed; fetched from its server first only if ``allow_remote_fetch``."""
+    d = deps()
+    record = await d.media.get(server_name, media_id, timeout_ms=timeout_ms(), allow_remote_fetch=allow_remote_fetch)
+    return media_response(d, d.media.served(record, file_name))
+
+
+async def _serve_thumbnail(server_name: str, media_id: str, *, allow_remote_fetch: bool) -> Response:
+    """A thumbnail at the request's ``width``/``height``/``method``/``animated``, once
+    the endpoint's own checks have passed (see :func:`_serve_download`)."""
+    width, height, method, animated = thumbnail_params()
+    d = deps()
+    served = await d.media.thumbnail(
+        server_name, media_id, width=width, height=height, method=method, animated=animated,
+        timeout_ms=timeout_ms(), allow_remote_fetch=allow_remote_fetch,
+    )
+    return media_response(d, served, thumbnail=True)
+
+
 @_route([f"{_AUTHED}/download/<server_name>/<media_id>", f"{_AUTHED}/download/<server_name>/<media_id>/<file_name>"], ["GET"])
 async def download(server_name: str, media_id: str, file_name: str | None = None) -> Response:
     await requester()
     check_server_name(server_name)
-    d = deps()
-    record = await d.media.get(server_name, media_id, timeout_ms=timeout_ms(), allow_remote_fetch=True)
-    return media_response(d, d.media.served(record, file_name))
+    return await _serve_download(server_name, media_id, file_name, allow_remote_fetch=True)
 
 
 @_route([f"{_AUTHED}/thumbnail/<server_name>/<media_id>"], ["GET"])
 async def thumbnail(server_name: str, media_id: str) -> Response:
     await requester()
     check_server_name(server_name)
-    width, height, method, animated = thumbnail_params()
-    d = deps()
-    served = await d.media.thumbnail(
-        server_name, media_id, width=width, height=height, method=method, animated=animated,
-        timeout_ms=timeout_ms(), allow_remote_fetch=True,
-    )
-    return media_response(d, served, thumbnail=True)
+    return await _serve_thumbnail(server_name, media_id, allow_remote_fetch=True)
 
 
 @_route([f"{_AUTHED}/config", *(f"{p}/config" for p in _LEGACY_PREFIXES)], ["GET"])
@@ -172,19 +185,11 @@ def _legacy_remote_allowed(server_name: str) -> None:
 async def legacy_download(server_name: str, media_id: str, file_name: str | None = None) -> Response:
     _legacy_enabled(server_name)
     _legacy_remote_allowed(server_name)
-    d = deps()
-    record = await d.media.get(server_name, media_id, timeout_ms=timeout_ms(), allow_remote_fetch=False)
-    return media_response(d, d.media.served(record, file_name))
+    return await _serve_download(server_name, media_id, file_name, allow_remote_fetch=False)
 
 
 @_route([f"{p}/thumbnail/<server_name>/<media_id>" for p in _LEGACY_PREFIXES], ["GET"])
 async def legacy_thumbnail(server_name: str, media_id: str) -> Response:
     _legacy_enabled(server_name)
     _legacy_remote_allowed(server_name)
-    width, height, method, animated = thumbnail_params()
-    d = deps()
-    served = await d.media.thumbnail(
-        server_name, media_id, width=width, height=height, method=method, animated=animated,
-        timeout_ms=timeout_ms(), allow_remote_fetch=False,
-    )
-    return media_response(d, served, thumbnail=True)
+    return await _serve_thumbnail(server_name, media_id, allow_remote_fetch=False)

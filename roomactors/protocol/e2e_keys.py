@@ -355,6 +355,32 @@ def check_signature_upload(
     def fail(user_id: str, key_id: str, errcode: str, error: str) -> None:
         failures.setdefault(user_id, {})[key_id] = _failure(errcode, error)
 
+    def check_cross_signed(user_id: str, key_id: str, signed: dict[str, Any], new_sigs: dict[str, str],
+                           signer: Mapping[str, Any] | None, signer_name: str,
+                           target: Mapping[str, Any] | None, target_what: str, unknown: str, mismatch: str) -> None:
+        """``signed`` is the stored ``target`` (None: ``unknown``) signed by the
+        uploader's cross-signing key ``signer`` (its self-signing or user-signing
+        key): the signature is kept, or the failure recorded."""
+        if signer is None:
+            fail(user_id, key_id, "M_NOT_FOUND", f"no {signer_name} key has been uploaded")
+            return
+        if target is None:
+            fail(user_id, key_id, "M_NOT_FOUND", unknown)
+            return
+        signer_key_id = f"ed25519:{cross_signing_public_key(signer)}"
+        if signer_key_id not in new_sigs:
+            fail(user_id, key_id, "M_INVALID_SIGNATURE", f"not signed by the {signer_name} key")
+            return
+        if strip_for_comparison(signed) != strip_for_comparison(target):
+            fail(user_id, key_id, "M_INVALID_PARAM", mismatch)
+            return
+        try:
+            _verify(signed, uploader, cross_signing_verify_key(signer), target_what, _SIGUP)
+        except E2eKeyError as e:
+            fail(user_id, key_id, "M_INVALID_SIGNATURE", e.message)
+            return
+        items.append(SignatureItem(uploader, signer_key_id, user_id, key_id, new_sigs[signer_key_id]))
+
     master = own_keys.get("master")
     self_signing = own_keys.get("self_signing")
     user_signing = own_keys.get("user_signing")
@@ -397,46 +423,15 @@ def check_signature_upload(
                     items.extend(found)
             elif user_id == uploader:
                 # One of the uploader's devices, signed by its self-signing key.
-                if self_signing is None:
-                    fail(user_id, key_id, "M_NOT_FOUND", "no self-signing key has been uploaded")
-                    continue
-                device = own_devices.get(key_id)
-                if device is None:
-                    fail(user_id, key_id, "M_NOT_FOUND", "unknown device")
-                    continue
-                ssk_id = f"ed25519:{cross_signing_public_key(self_signing)}"
-                if ssk_id not in new_sigs:
-                    fail(user_id, key_id, "M_INVALID_SIGNATURE", "not signed by the self-signing key")
-                    continue
-                if strip_for_comparison(signed) != strip_for_comparison(device):
-                    fail(user_id, key_id, "M_INVALID_PARAM", "the signed keys are not the device's stored keys")
-                    continue
-                try:
-                    _verify(signed, uploader, cross_signing_verify_key(self_signing), "device keys", _SIGUP)
-                except E2eKeyError as e:
-                    fail(user_id, key_id, "M_INVALID_SIGNATURE", e.message)
-                    continue
-                items.append(SignatureItem(uploader, ssk_id, user_id, key_id, new_sigs[ssk_id]))
+                check_cross_signed(user_id, key_id, signed, new_sigs, self_signing, "self-signing",
+                                   own_devices.get(key_id), "device keys", "unknown device",
+                                   "the signed keys are not the device's stored keys")
             else:
                 # Another user's master key, signed by the uploader's user-signing key.
-                if user_signing is None:
-                    fail(user_id, key_id, "M_NOT_FOUND", "no user-signing key has been uploaded")
-                    continue
                 target = master_keys.get(user_id)
-                if target is None or cross_signing_public_key(target) != key_id:
-                    fail(user_id, key_id, "M_NOT_FOUND", f"{key_id} is not the master key of {user_id}")
-                    continue
-                usk_id = f"ed25519:{cross_signing_public_key(user_signing)}"
-                if usk_id not in new_sigs:
-                    fail(user_id, key_id, "M_INVALID_SIGNATURE", "not signed by the user-signing key")
-                    continue
-                if strip_for_comparison(signed) != strip_for_comparison(target):
-                    fail(user_id, key_id, "M_INVALID_PARAM", "the signed key is not the user's master key")
-                    continue
-                try:
-                    _verify(signed, uploader, cross_signing_verify_key(user_signing), "master key", _SIGUP)
-                except E2eKeyError as e:
-                    fail(user_id, key_id, "M_INVALID_SIGNATURE", e.message)
-                    continue
-                items.append(SignatureItem(uploader, usk_id, user_id, key_id, new_sigs[usk_id]))
+                if target is not None and cross_signing_public_key(target) != key_id:
+                    target = None
+                check_cross_signed(user_id, key_id, signed, new_sigs, user_signing, "user-signing",
+                                   target, "master key", f"{key_id} is not the master key of {user_id}",
+                                   "the signed key is not the user's master key")
     return items, failures

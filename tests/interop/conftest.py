@@ -29,3 +29,18 @@ def synapse_peer(tmp_path_factory):
     peer = SynapsePeer(tmp_path_factory.mktemp("synapse-peer"), python=synapse_python_or_skip())
     with peer:
         yield peer
+
+
+@pytest.fixture(scope="module")
+def ours_federating(tmp_path_factory):
+    """Our server for real (``roomactors.testing.homeserver_in_thread``: hypercorn,
+    SQLite, the federation TLS listener with a self-signed certificate) as
+    ``localhost:<port>``, set up to federate with ``synapse_peer`` on loopback
+    (:func:`synapse_peer.ours_federation_overrides`); one per test module."""
+    from roomactors.testing import homeserver_in_thread
+    from synapse_peer import free_ports, ours_federation_overrides
+
+    (port,) = free_ports(1)
+    with homeserver_in_thread(server_name=f"localhost:{port}", data_dir=tmp_path_factory.mktemp("ours"),
+                              settings_overrides=ours_federation_overrides(port)) as hs:
+        yield hs

@@ -195,6 +195,25 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def ours_federation_overrides(port: int, request_timeout_s: float = 20.0) -> dict[str, dict[str, Any]]:
+    """Settings overrides for OUR server as ``localhost:<port>`` federating with a
+    :class:`SynapsePeer` on loopback: federation TLS bound to ``127.0.0.1:<port>``,
+    self-signed certificates accepted, loopback allowed (``ip_range_allowlist``), no
+    notary (keys fetched from the peer itself), short retry backoff. Used by the
+    ``ours_federating`` fixture (``conftest.py``) and ``bench/federation.py``."""
+    return {
+        "federation": {
+            "bind": [f"127.0.0.1:{port}"],
+            "verify_certificates": False,
+            "ip_range_allowlist": ["127.0.0.0/8"],
+            "trusted_key_servers": [],
+            "request_timeout_s": request_timeout_s,
+            "backoff_initial_s": 0.5,
+            "backoff_max_s": 5.0,
+        },
+    }
+
+
 def write_self_signed_cert(cert_path: Path, key_path: Path, hostname: str = "localhost",
                            days: int = 30) -> None:
     """A self-signed RSA certificate for ``hostname`` (SAN DNS:hostname, IP:127.0.0.1), PEM."""

@@ -33,8 +33,7 @@ Every wait is a bounded loop of long-poll syncs; none sleeps.
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ import pytest
 
 from nio import ToDeviceMessage, ToDeviceResponse, UnknownToDeviceEvent
 
-from roomactors.testing import ThreadedHomeserver, homeserver_in_thread
+from roomactors.testing import ThreadedHomeserver
 from tests.helpers.nio_e2ee import E2EEClient
 
 #: Upper bound on one scenario; and on each wait (federation between two processes).
@@ -50,31 +49,10 @@ SCENARIO_TIMEOUT_S = 300
 WAIT_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedHomeserver]:
-    """Our server as ``localhost:<port>``, federating over TLS on that port (loopback
-    allowed, self-signed certificates accepted, no notary), open registration."""
-    port = _free_port()
-    overrides = {
-        "federation": {
-            "bind": [f"127.0.0.1:{port}"],
-            "verify_certificates": False,
-            "ip_range_allowlist": ["127.0.0.0/8"],
-            "trusted_key_servers": [],
-            "request_timeout_s": 20.0,
-            "backoff_initial_s": 0.5,
-            "backoff_max_s": 5.0,
-        },
-    }
-    with homeserver_in_thread(server_name=f"localhost:{port}", data_dir=tmp_path_factory.mktemp("ours-e2ee"),
-                              settings_overrides=overrides) as hs:
-        yield hs
+def ours(ours_federating: ThreadedHomeserver) -> ThreadedHomeserver:
+    """Our server federating with Synapse (``ours_federating``, conftest.py), open registration."""
+    return ours_federating
 
 
 def run(pair: Pair, scenario: Callable[[], Awaitable[None]]) -> None:

@@ -16,23 +16,16 @@ at the end both servers' ``/state`` for the room are identical.
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from roomactors.testing import homeserver_in_thread
+from roomactors.testing import ThreadedHomeserver
 
 ROOM_VERSIONS = ["12", "10"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Ours:
@@ -90,24 +83,9 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 60, what: str = 
 
 
 @pytest.fixture(scope="module")
-def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ours]:
-    port = _free_port()
-    server_name = f"localhost:{port}"
-    overrides = {
-        "federation": {
-            "bind": [f"127.0.0.1:{port}"],
-            "verify_certificates": False,
-            "ip_range_allowlist": ["127.0.0.0/8"],
-            "trusted_key_servers": [],
-            "request_timeout_s": 20.0,
-            "backoff_initial_s": 0.5,
-            "backoff_max_s": 5.0,
-        },
-    }
-    with homeserver_in_thread(
-        server_name=server_name, data_dir=tmp_path_factory.mktemp("ours"), settings_overrides=overrides
-    ) as hs:
-        yield Ours(hs.base_url, server_name, hs.register_user)
+def ours(ours_federating: ThreadedHomeserver) -> Ours:
+    """Our server federating with Synapse (``ours_federating``, conftest.py)."""
+    return Ours(ours_federating.base_url, ours_federating.server_name, ours_federating.register_user)
 
 
 def _messages(side: Any, token: str, room_id: str) -> list[str]:

@@ -16,21 +16,13 @@ accepted, loopback allowed on both sides).
 from __future__ import annotations
 
 import io
-import socket
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
-from roomactors.testing import homeserver_in_thread
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from roomactors.testing import ThreadedHomeserver
 
 
 def _image(width: int, height: int, fmt: str) -> bytes:
@@ -51,22 +43,9 @@ class Ours:
 
 
 @pytest.fixture(scope="module")
-def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ours]:
-    port = _free_port()
-    server_name = f"localhost:{port}"
-    overrides = {
-        "federation": {
-            "bind": [f"127.0.0.1:{port}"],
-            "verify_certificates": False,
-            "ip_range_allowlist": ["127.0.0.0/8"],
-            "trusted_key_servers": [],
-            "request_timeout_s": 20.0,
-        },
-    }
-    with homeserver_in_thread(
-        server_name=server_name, data_dir=tmp_path_factory.mktemp("ours-media"), settings_overrides=overrides
-    ) as hs:
-        yield Ours(hs.base_url, server_name, hs)
+def ours(ours_federating: ThreadedHomeserver) -> Ours:
+    """Our server federating with Synapse (``ours_federating``, conftest.py)."""
+    return Ours(ours_federating.base_url, ours_federating.server_name, ours_federating)
 
 
 def test_synapse_users_media_through_our_server(ours: Ours, synapse_peer: Any) -> None:

@@ -13,16 +13,10 @@ from storage import accounts, device_lists
 from storage import e2e_keys as store
 from storage.schema import device_list_changes
 from tests.helpers.e2e_keys import CrossSigning, Device
+from tests.storage.users import add_devices
 
 ALICE = "@alice:hs"
 BOB = "@bob:hs"
-
-
-def _devices(conn: sa.Connection, user_id: str, *device_ids: str) -> None:
-    if not accounts.user_exists(conn, user_id):
-        accounts.create_user(conn, user_id, None, created_ts=0)
-    for device_id in device_ids:
-        accounts.upsert_device(conn, user_id, device_id, display_name=f"{device_id} name", ts=0, ip=None)
 
 
 def _upload(conn, dev: Device, *, device_keys=True, otks=None, fallback=None):
@@ -47,7 +41,7 @@ def _changes(conn, user_id: str) -> list[str | None]:
 def test_device_keys_idempotent_and_replaced(conn: sa.Connection) -> None:
     dev = Device(ALICE, "A1")
     with conn.begin():
-        _devices(conn, ALICE, "A1")
+        add_devices(conn, ALICE, "A1")
         before = _changes(conn, ALICE)  # (the device's creation may be one)
         assert _upload(conn, dev) == {"signed_curve25519": 0}
         assert store.get_stored_device_keys(conn, ALICE, "A1") == dev.device_keys()
@@ -71,8 +65,8 @@ def test_claim_in_upload_order_then_fallback(conn: sa.Connection) -> None:
     second = dev.otks(2, prefix="second")
     fb = {"signed_curve25519:FB1": dev.otk(fallback=True)}
     with conn.begin():
-        _devices(conn, ALICE, "A1")
-        _devices(conn, BOB, "B1")
+        add_devices(conn, ALICE, "A1")
+        add_devices(conn, BOB, "B1")
         _upload(conn, dev, otks=first, fallback=fb)
         assert _upload(conn, dev, device_keys=False, otks=second) == {"signed_curve25519": 5}
         assert store.unused_fallback_key_types(conn, ALICE, "A1") == ["signed_curve25519"]
@@ -104,7 +98,7 @@ def test_one_time_key_id_reuse(conn: sa.Connection) -> None:
     dev = Device(ALICE, "A1")
     otks = dev.otks(2)
     with conn.begin():
-        _devices(conn, ALICE, "A1")
+        add_devices(conn, ALICE, "A1")
         _upload(conn, dev, otks=otks)
         assert _upload(conn, dev, device_keys=False, otks=otks) == {"signed_curve25519": 2}  # same: ignored
     key_id = next(iter(otks))
@@ -122,8 +116,8 @@ def test_query_cross_signing_and_signature_visibility(conn: sa.Connection) -> No
     a1, b1 = Device(ALICE, "A1"), Device(BOB, "B1")
     axs, bxs = CrossSigning(ALICE), CrossSigning(BOB)
     with conn.begin():
-        _devices(conn, ALICE, "A1", "A2")
-        _devices(conn, BOB, "B1")
+        add_devices(conn, ALICE, "A1", "A2")
+        add_devices(conn, BOB, "B1")
         a_before, b_before = _changes(conn, ALICE), _changes(conn, BOB)
         _upload(conn, a1)
         _upload(conn, b1)
@@ -182,7 +176,7 @@ def test_query_cross_signing_and_signature_visibility(conn: sa.Connection) -> No
 def test_device_deletion_deletes_keys(conn: sa.Connection) -> None:
     a1, a2, a3 = Device(ALICE, "A1"), Device(ALICE, "A2"), Device(ALICE, "A3")
     with conn.begin():
-        _devices(conn, ALICE, "A1", "A2", "A3")
+        add_devices(conn, ALICE, "A1", "A2", "A3")
         for dev in (a1, a2, a3):
             _upload(conn, dev, otks=dev.otks(2), fallback={"signed_curve25519:F": dev.otk(fallback=True)})
         accounts.delete_devices(conn, ALICE, ["A1"])

@@ -6,16 +6,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from storage import accounts, outbox, to_device
+from tests.storage.users import add_devices
 
 ALICE = "@alice:hs"
 BOB = "@bob:hs"
-
-
-def _devices(conn: sa.Connection, user_id: str, *device_ids: str) -> None:
-    if not accounts.user_exists(conn, user_id):
-        accounts.create_user(conn, user_id, None, created_ts=0)
-    for device_id in device_ids:
-        accounts.upsert_device(conn, user_id, device_id, display_name=None, ts=0, ip=None)
 
 
 def _send(conn: sa.Connection, txn_id: str, local: dict, *, device: str = "A1", event_type: str = "m.test", remote=(), now: int = 1000):
@@ -27,8 +21,8 @@ def _send(conn: sa.Connection, txn_id: str, local: dict, *, device: str = "A1", 
 
 def test_send_expands_star_skips_unknown_targets_and_records_the_txn(conn: sa.Connection) -> None:
     with conn.begin():
-        _devices(conn, BOB, "B1", "B2")
-        _devices(conn, ALICE, "A1")
+        add_devices(conn, BOB, "B1", "B2")
+        add_devices(conn, ALICE, "A1")
         d = _send(conn, "t1", {BOB: {"*": {"x": 1}}, "@nobody:hs": {"Z": {}}, ALICE: {"NOPE": {}, "A1": {"self": True}}})
     assert set(d.users) == {BOB, ALICE} and not d.duplicate
     with conn.begin():
@@ -57,7 +51,7 @@ def test_remote_edus_go_to_the_outbox_in_the_same_transaction(conn: sa.Connectio
 
 def test_delivery_is_ordered_bounded_and_never_skips(conn: sa.Connection) -> None:
     with conn.begin():
-        _devices(conn, BOB, "B1", "B2")
+        add_devices(conn, BOB, "B1", "B2")
         for n in range(250):
             _send(conn, f"t{n}", {BOB: {"B1": {"n": n}}} if n % 5 else {BOB: {"*": {"n": n}}})
     seen, pos, batches = [], 0, []
@@ -78,7 +72,7 @@ def test_delivery_is_ordered_bounded_and_never_skips(conn: sa.Connection) -> Non
 
 def test_acknowledgement_deletes_up_to_the_position_only(conn: sa.Connection) -> None:
     with conn.begin():
-        _devices(conn, BOB, "B1", "B2")
+        add_devices(conn, BOB, "B1", "B2")
         for n in range(5):
             _send(conn, f"t{n}", {BOB: {"*": {"n": n}}})
     with conn.begin():
@@ -97,7 +91,7 @@ def test_inbound_edus_are_delivered_exactly_once_per_origin_and_message_id(conn:
                                        messages={BOB: {"*": {"n": n}}, "@ghost:hs": {"G": {}}})
 
     with conn.begin():
-        _devices(conn, BOB, "B1")
+        add_devices(conn, BOB, "B1")
         d = to_device.receive_remote_batch(conn, origin="r.example", edus=[edu("m1", 1), edu("m1", 1), edu("m2", 2)], now_ms=10)
         assert d.users == (BOB,) and d.duplicate
     with conn.begin():
@@ -119,7 +113,7 @@ def test_inbound_edus_are_delivered_exactly_once_per_origin_and_message_id(conn:
 
 def test_deleting_devices_deletes_their_inboxes(conn: sa.Connection) -> None:
     with conn.begin():
-        _devices(conn, BOB, "B1", "B2", "B3")
+        add_devices(conn, BOB, "B1", "B2", "B3")
         _send(conn, "t", {BOB: {"*": {}}})
         accounts.delete_devices(conn, BOB, ["B1"])
         assert to_device.count_inbox(conn, BOB) == 2
@@ -131,7 +125,7 @@ def test_deleting_devices_deletes_their_inboxes(conn: sa.Connection) -> None:
 
 def test_txn_ids_expire_after_the_retention(conn: sa.Connection) -> None:
     with conn.begin():
-        _devices(conn, BOB, "B1")
+        add_devices(conn, BOB, "B1")
         assert not _send(conn, "old", {BOB: {"B1": {}}}, now=1000).duplicate
         assert _send(conn, "old", {BOB: {"B1": {}}}, now=2000).duplicate
         later = 1000 + to_device.TXN_RETENTION_MS + 1
