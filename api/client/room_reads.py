@@ -138,7 +138,7 @@ _MAX_POSITION = 2**63 - 2  # t<p + 1> must still fit SQLite's signed 64-bit inte
 _MIN_POSITION = -(2**62)
 
 _T_TOKEN = re.compile(r"t(-?[0-9]{1,19})\Z")
-_S_TOKEN = re.compile(r"s([0-9]{1,19})_[0-9]{1,19}_[0-9]{1,19}\Z")
+_S_TOKEN = re.compile(r"s([0-9]{1,19})_[0-9]{1,19}_[0-9]{1,19}(?:_[0-9]{1,19})?\Z")  # a /sync token, 3 or 4 parts
 
 
 # --------------------------------------------------------------------------- tokens
