@@ -31,6 +31,14 @@ the durable outbox (``storage.outbox``):
 After the commit the caller runs ``d.device_lists.after_local_change(user_id)``
 (notify the room-mates' /sync, wake the outbox).
 
+**Signatures of other users, for the signer only.** A signature by a user's
+user-signing key of another user's master key is seen by its signer alone ("Key
+and signature security"), so it is no change of anyone's device list: the
+signature-upload transaction calls :func:`record_user_signature_change` (one
+``user_signature_changes`` row per target at one misc position, no EDU) and the
+caller notifies the signer's key, so the signer's *other* devices see the targets in
+``changed`` and query the new signature (as Synapse's user-signature stream).
+
 **Sync** (:func:`sync_device_lists`, also ``/keys/changes``), for the window
 ``(since, upto]`` of both the event and the misc streams:
 
@@ -43,11 +51,16 @@ After the commit the caller runs ``d.device_lists.after_local_change(user_id)``
   members of a room the requester left) and now share no joined room with them,
   unless in ``changed``.
 
+``changed`` also has the users whose master key the requester signed in the misc
+window (:func:`users_signed_between`, whether or not they share a room: the
+signature is the requester's own news), one probe of the signer's index.
+
 "Became" / "stopped" compare the membership at ``since`` with that at ``upto``
 (``timeline.get_membership_at``), so a display-name change (join → join) counts
 as neither. Membership changes come from ``current_state_deltas`` over the rooms
 the requester has any membership in (one indexed read); the common empty window
-costs that read, one range probe of the change stream and nothing else. An initial
+costs that read, one range probe of the change stream, one of the requester's
+signature stream (``user_signature_changes``) and nothing else. An initial
 sync reports nothing (there is no earlier list to correct).
 """
 
@@ -62,13 +75,15 @@ from roomactors.protocol.e2e_keys import SHARE_DEVICE_NAMES_OVER_FEDERATION
 
 from . import accounts, e2e_keys, outbox, timeline
 from .federation_reads import servers_sharing_rooms
-from .schema import current_state_deltas, device_list_changes
+from .schema import current_state_deltas, device_list_changes, user_signature_changes
 
 __all__ = [
     "record_device_change",
     "record_signing_key_change",
     "record_remote_change",
     "record_devices_deleted",
+    "record_user_signature_change",
+    "users_signed_between",
     "current_device_list_stream_id",
     "device_list_update_content",
     "signing_key_update_content",
@@ -186,6 +201,36 @@ def record_remote_change(conn: sa.Connection, user_id: str) -> int:
     return pos
 
 
+def record_user_signature_change(conn: sa.Connection, signer: str, targets: list[str]) -> int:
+    """Record, in the caller's transaction, that ``signer`` signed the master keys of
+    ``targets`` (other users) with their user-signing key: only the signer's syncs
+    report them (the signature is visible to the signer alone; no EDU). The caller
+    notifies ``signer`` after the commit. Returns the position (0: no target)."""
+    wanted = sorted(set(targets) - {signer})
+    if not wanted:
+        return 0
+    pos = accounts.next_stream_id(conn)
+    conn.execute(
+        sa.insert(user_signature_changes),
+        [{"stream_id": pos, "signer_user_id": signer, "target_user_id": t} for t in wanted],
+    )
+    return pos
+
+
+def users_signed_between(conn: sa.Connection, signer: str, since: int, upto: int) -> set[str]:
+    """Users whose master key ``signer`` signed at a misc position in ``(since, upto]``
+    (one range read of the ``(signer_user_id, stream_id)`` index)."""
+    if upto <= since:
+        return set()
+    u = user_signature_changes
+    rows = conn.execute(
+        sa.select(u.c.target_user_id).where(
+            u.c.signer_user_id == signer, u.c.stream_id > since, u.c.stream_id <= upto
+        ).distinct()
+    )
+    return {t for (t,) in rows}
+
+
 def users_changed_between(conn: sa.Connection, since: int, upto: int) -> set[str]:
     """Users with a device-list change at a misc position in ``(since, upto]``."""
     if upto <= since:
@@ -241,6 +286,10 @@ def sync_device_lists(
         changed |= _sharing(conn, others, my_rooms) if others else set()
         if user_id in users:
             changed.add(user_id)
+    # 1b. Users whose master key the requester signed with their user-signing key:
+    # that signature is visible to the requester only, so their other devices learn
+    # of it here, whether or not they share a room with the target.
+    changed |= users_signed_between(conn, user_id, since_misc, upto_misc)
     # 2. Membership transitions over every room the requester has a membership in.
     joiners: set[str] = set()
     leavers: set[str] = set()

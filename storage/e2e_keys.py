@@ -27,6 +27,8 @@ Every change other users must learn of (device keys first uploaded or changed,
 cross-signing keys, signatures of the user's own keys) is recorded in the same
 transaction through ``storage.device_lists`` (``record_device_change`` /
 ``record_signing_key_change``); the caller runs ``after_local_change`` after commit.
+A signature of another user's master key is news for its signer only
+(``record_user_signature_change``; the caller notifies the signer).
 
 Reads merge stored signatures into the keys they sign, filtered by who may see them
 ("Key and signature security"): a signature by the key owner themselves (their
@@ -502,15 +504,19 @@ def upload_cross_signing_keys(conn: sa.Connection, user_id: str, keys: Mapping[s
     return changed
 
 
-def store_signatures(conn: sa.Connection, items: Iterable[Any]) -> None:
+def store_signatures(conn: sa.Connection, items: Iterable[Any]) -> dict[str, list[str]]:
     """Store checked ``SignatureItem``s (``roomactors.protocol.e2e_keys``), replacing an
     older signature by the same signer key of the same target key. Signatures of a
     user's own keys are recorded as device-list changes: of the device signed, or of
-    the cross-signing keys when the master key was signed."""
+    the cross-signing keys when the master key was signed. A new signature of another
+    user's master key (by the signer's user-signing key) is recorded for the signer
+    only (``device_lists.record_user_signature_change``). Returns signer -> the other
+    users so signed (the caller notifies each signer after the commit)."""
     from . import device_lists
 
     devices_changed: set[tuple[str, str]] = set()
     masters_changed: set[str] = set()
+    others_signed: dict[str, set[str]] = {}
     for item in items:
         key = dict(
             target_user_id=item.target_user_id, target_key_id=item.target_key_id,
@@ -528,7 +534,10 @@ def store_signatures(conn: sa.Connection, items: Iterable[Any]) -> None:
                 sa.update(xsigs).where(*(getattr(xsigs.c, k) == v for k, v in key.items())).values(signature=item.signature)
             )
         if item.signer_user_id != item.target_user_id:
-            continue  # a user-signing signature: visible to its signer only
+            # A user-signing signature: visible to its signer only ("Key and
+            # signature security"), so only the signer's other devices must learn.
+            others_signed.setdefault(item.signer_user_id, set()).add(item.target_user_id)
+            continue
         is_device = conn.execute(
             sa.select(dkeys.c.device_id).where(
                 dkeys.c.user_id == item.target_user_id, dkeys.c.device_id == item.target_key_id
@@ -542,6 +551,9 @@ def store_signatures(conn: sa.Connection, items: Iterable[Any]) -> None:
         device_lists.record_device_change(conn, user_id, device_id)
     for user_id in sorted(masters_changed):
         device_lists.record_signing_key_change(conn, user_id)
+    for signer, targets in sorted(others_signed.items()):
+        device_lists.record_user_signature_change(conn, signer, sorted(targets))
+    return {signer: sorted(targets) for signer, targets in sorted(others_signed.items())}
 
 
 # ---------------------------------------------------------------- device deletion

@@ -732,3 +732,20 @@ e2e_cross_signing_signatures = sa.Table(
     sa.Column("signature", sa.Text, nullable=False),
     sqlite_with_rowid=False,
 )
+
+# --- user-signing signatures of other users (migration 9; storage/device_lists.py) ---
+
+# One row per other user whose master key ``signer_user_id`` signed with their
+# user-signing key through /keys/signatures/upload, at a position of the shared
+# ``misc`` counter. Only the signer sees that signature ("Key and signature
+# security"), so only the signer's syncs report ``target_user_id`` in
+# ``device_lists.changed`` (their other devices must query it again); no EDU.
+user_signature_changes = sa.Table(
+    "user_signature_changes",
+    metadata,
+    sa.Column("stream_id", sa.Integer, nullable=False),
+    sa.Column("signer_user_id", sa.Text, nullable=False),
+    sa.Column("target_user_id", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("stream_id", "target_user_id"),
+    sa.Index("user_signature_changes_signer", "signer_user_id", "stream_id"),
+)

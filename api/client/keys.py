@@ -386,7 +386,11 @@ async def upload_signatures():
     except proto.E2eKeyError as e:
         raise _key_error(e) from None
     if items:
-        await d.db.write(store.store_signatures, items)
+        others_signed = await d.db.write(store.store_signatures, items)
         if any(i.target_user_id == who.user_id for i in items):
             after_local_change(d, who.user_id)
+        if others_signed:
+            # Only the signer sees a user-signing signature: wake their own long
+            # polls (their other devices see the targets in device_lists.changed).
+            d.notifier.notify(*others_signed)
     return json_response({"failures": failures})

@@ -166,3 +166,51 @@ async def test_a_room_mates_new_device_wakes_a_long_poll(app: QuartTrio, alice: 
             await trio.sleep(0.2)
             await alice.login(device_id="WAKE")
     assert lists(result["sync"]) == ([alice.user_id], [])
+
+
+async def test_a_user_signing_signature_reaches_the_signers_other_devices_only(
+    app: QuartTrio, alice: Api, bob: Api
+) -> None:
+    # "Key and signature security": alice's signature of bob's master key (by her
+    # user-signing key) is visible to alice alone, so only her other devices learn of it.
+    carol = await register(app, "carol")
+    await room_with(alice, bob, carol)
+    phone = await alice.login(device_id="PHONE")
+    for api in (alice, phone, bob):
+        await api.ok("POST", "/keys/upload", {"device_keys": Device(api.user_id, api.device_id).device_keys()})
+    axs, bxs = CrossSigning(alice.user_id), CrossSigning(bob.user_id)
+    await alice.ok("POST", "/keys/device_signing/upload", axs.upload_body())
+    await bob.ok("POST", "/keys/device_signing/upload", bxs.upload_body())
+    tokens = {api.device_id: (await api.sync())["next_batch"] for api in (bob, carol, phone)}
+    result: dict[str, Any] = {}
+
+    async def poll() -> None:
+        result["sync"] = await phone.sync(tokens[phone.device_id], timeout=30_000)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poll)
+            await trio.sleep(0.2)
+            body = await alice.ok("POST", "/keys/signatures/upload", {
+                bob.user_id: {bxs.master.version: axs.sign_master_of(bxs.master_key)}})
+            assert body == {"failures": {}}
+    # The long poll of alice's other device woke with bob in ``changed``.
+    assert lists(result["sync"]) == ([bob.user_id], [])
+    assert lists(await phone.sync(tokens[phone.device_id])) == ([bob.user_id], [])
+    end = result["sync"]["next_batch"]
+    assert await phone.ok("GET", "/keys/changes", query={"from": tokens[phone.device_id], "to": end}) == {
+        "changed": [bob.user_id], "left": []}
+    assert lists(await phone.sync(end)) == ([], [])  # reported once
+    # Nobody else gains anything: bob's and carol's windows are empty.
+    for api in (bob, carol):
+        assert lists(await api.sync(tokens[api.device_id])) == ([], [])
+    # The same signature again is nothing new.
+    await alice.ok("POST", "/keys/signatures/upload", {
+        bob.user_id: {bxs.master.version: axs.sign_master_of(bxs.master_key)}})
+    assert lists(await phone.sync(end)) == ([], [])
+    # What alice's other device queries then: her signature on bob's master key.
+    usk_id = f"ed25519:{axs.user_signing.version}"
+    as_alice = await phone.ok("POST", "/keys/query", {"device_keys": {bob.user_id: []}})
+    assert usk_id in as_alice["master_keys"][bob.user_id]["signatures"][alice.user_id]
+    as_carol = await carol.ok("POST", "/keys/query", {"device_keys": {bob.user_id: []}})
+    assert alice.user_id not in as_carol["master_keys"][bob.user_id].get("signatures", {})

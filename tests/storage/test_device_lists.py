@@ -118,3 +118,46 @@ def test_remote_cache_replace_update_stale_delete(conn: sa.Connection) -> None:
         assert not remote_devices.delete_user_cache(conn, BOB)
         assert remote_devices.get_cached_users(conn, [BOB]) == {}
         assert conn.execute(sa.text("SELECT count(*) FROM remote_devices")).scalar() == 0
+
+
+def test_user_signature_changes_reach_the_signer_only(conn: sa.Connection) -> None:
+    from roomactors.protocol.e2e_keys import SignatureItem
+    from storage import e2e_keys, outbox
+
+    carol = "@carol:a.example"
+    with conn.begin():
+        for user in (ALICE, "@dave:a.example", carol):
+            _user(conn, user)
+        start = current_stream_id(conn)
+        # Nothing signed: an empty window, and no target is no position.
+        assert device_lists.users_signed_between(conn, ALICE, 0, start) == set()
+        assert device_lists.record_user_signature_change(conn, ALICE, [ALICE]) == 0
+        assert current_stream_id(conn) == start
+        pos = device_lists.record_user_signature_change(conn, ALICE, [carol, BOB, carol, ALICE])
+        assert pos == current_stream_id(conn) == start + 1  # one misc position for the batch
+        # Through the signature-upload write: a new user-signing signature of another
+        # user's master key is recorded for its signer; the same one again is not.
+        item = SignatureItem(ALICE, "ed25519:usk", "@dave:a.example", "daveMaster", "sig")
+        assert e2e_keys.store_signatures(conn, [item]) == {ALICE: ["@dave:a.example"]}
+        assert e2e_keys.store_signatures(conn, [item]) == {}
+        upto = current_stream_id(conn)
+        assert upto == pos + 1
+    with conn.begin():
+        assert device_lists.users_signed_between(conn, ALICE, start, pos) == {BOB, carol}
+        assert device_lists.users_signed_between(conn, ALICE, pos, upto) == {"@dave:a.example"}
+        assert device_lists.users_signed_between(conn, ALICE, upto, upto) == set()
+        assert device_lists.users_signed_between(conn, carol, start, upto) == set()
+        # Not a device-list change of anyone (so no EDU, no room-mate sees it).
+        assert device_lists.users_changed_between(conn, start, upto) == set()
+        assert outbox.count_edus(conn) == 0
+        window = dict(initial=False, since_events=0, upto_events=0, since_misc=start, upto_misc=upto)
+        # The signer's sync reports the targets, whether or not they share a room.
+        assert device_lists.sync_device_lists(conn, ALICE, **window) == (sorted([BOB, carol, "@dave:a.example"]), [])
+        assert device_lists.sync_device_lists(conn, carol, **window) == ([], [])
+        assert device_lists.sync_device_lists(conn, ALICE, **{**window, "since_misc": upto}) == ([], [])
+        # The probe is one read of the (signer, stream_id) index.
+        plan = conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT DISTINCT target_user_id FROM user_signature_changes"
+            " WHERE signer_user_id = ? AND stream_id > ? AND stream_id <= ?", (ALICE, start, upto)
+        ).fetchall()
+        assert any("user_signature_changes_signer" in str(row) for row in plan), plan
