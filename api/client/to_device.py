@@ -190,9 +190,11 @@ async def acknowledge(d: Deps, user_id: str, device_id: str, position: int) -> N
     done = marks.get(key)
     if done is not None and position <= done:
         return
-    if done is None and not await d.db.read(partial(to_device.has_acknowledged, user_id=user_id, device_id=device_id, upto=position)):
-        pass  # nothing at or below: no write
-    else:
+    # Without a mark (first ack since start-up) one read decides whether there is
+    # anything at or below ``position`` to delete; with one, there is (it advanced).
+    if done is not None or await d.db.read(
+        partial(to_device.has_acknowledged, user_id=user_id, device_id=device_id, upto=position)
+    ):
         await d.db.write(partial(to_device.delete_acknowledged, user_id=user_id, device_id=device_id, upto=position))
     marks[key] = max(position, done or 0)
     marks.move_to_end(key)
