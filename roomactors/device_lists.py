@@ -218,6 +218,19 @@ def _invalidate(
     return deleted, announced
 
 
+def _sweep_unshared(conn: sa.Connection, server_name: str) -> set[str]:
+    """At start-up: delete the caches of remote users we share no room with. A
+    membership change is handed to the worker in memory (``after_membership_change``)
+    after its commit, so a crash in between would leave a cache that misses updates
+    once a room is shared again; this sweep closes that gap."""
+    deleted: set[str] = set()
+    for user_id in remote_devices.get_all_cached_user_ids(conn):
+        if not rooms_shared_with_server(conn, user_id, server_name):
+            remote_devices.delete_user_cache(conn, user_id)
+            deleted.add(user_id)
+    return deleted
+
+
 def _announce_to_new_servers(conn: sa.Connection, room_id: str, user_id: str) -> bool:
     """A local user joined ``room_id``: if a server there shared no other room with
     them, record a change of each of their devices (an ``m.device_list_update`` to
@@ -322,6 +335,9 @@ class DeviceLists:
     # ---------------------------------------------------------------- worker
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        swept = await self._db.write(_sweep_unshared, self._server_name)
+        if swept:
+            log.info("dropped %d remote device-list caches of users we share no room with", len(swept))
         for user_id in await self._db.read(remote_devices.get_stale_users):
             self._wanted.add(user_id)
         async with trio.open_nursery() as nursery:

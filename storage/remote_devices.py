@@ -183,6 +183,10 @@ def get_stale_users(conn: sa.Connection) -> list[str]:
     return list(conn.execute(sa.select(_u.c.user_id).where(_u.c.stale.is_(True)).order_by(_u.c.user_id)).scalars())
 
 
+def get_all_cached_user_ids(conn: sa.Connection) -> list[str]:
+    return list(conn.execute(sa.select(_u.c.user_id).order_by(_u.c.user_id)).scalars())
+
+
 def get_cached_user_ids(conn: sa.Connection, user_ids: Iterable[str]) -> set[str]:
     return set(get_cache_states(conn, user_ids))
 

@@ -161,3 +161,17 @@ def test_user_signature_changes_reach_the_signer_only(conn: sa.Connection) -> No
             " WHERE signer_user_id = ? AND stream_id > ? AND stream_id <= ?", (ALICE, start, upto)
         ).fetchall()
         assert any("user_signature_changes_signer" in str(row) for row in plan), plan
+
+
+def test_start_up_sweep_drops_caches_of_users_we_share_no_room_with(conn: sa.Connection) -> None:
+    # A cache left behind by a crash between a leave's commit and its invalidation.
+    from roomactors.device_lists import _sweep_unshared
+
+    with conn.begin():
+        remote_devices.replace_user_cache(
+            conn, BOB, devices=[("BDEV", None, None)], master_key=None, self_signing_key=None, stream_id=7, now_ms=1
+        )
+        assert remote_devices.get_all_cached_user_ids(conn) == [BOB]
+        assert _sweep_unshared(conn, "a.example") == {BOB}
+        assert remote_devices.get_all_cached_user_ids(conn) == []
+        assert _sweep_unshared(conn, "a.example") == set()
