@@ -54,7 +54,7 @@ from roomactors.protocol.ids import MAX_ID_BYTES
 from storage import accounts
 from storage.schema import access_tokens, refresh_tokens, registration_tokens
 
-__all__ = ["blueprint", "create_session", "register_user"]
+__all__ = ["blueprint", "create_session", "register_user", "password_uia"]
 
 blueprint = Blueprint("account", __name__)
 
@@ -492,7 +492,10 @@ async def whoami():
 # ----------------------------------------------------- password, deactivate (UIA)
 
 
-async def _password_uia(d: Deps, who: Requester, body: dict[str, Any], purpose: str) -> None:
+async def password_uia(d: Deps, who: Requester, body: dict[str, Any], purpose: str) -> None:
+    """User-interactive authentication with the user's password (``m.login.password``)
+    for ``purpose`` (an endpoint, so a session cannot be replayed on another)."""
+
     async def password_stage(auth: dict[str, Any]) -> None:
         # Guessing passwords here is rate-limited like /login.
         d.ratelimiter.check("login", _client_ip())
@@ -519,7 +522,7 @@ async def change_password():
     body = await json_body()
     new_password = _check_password_value(body.get("new_password"))
     logout_devices = get_bool(body, "logout_devices", True)
-    await _password_uia(d, who, body, "password")
+    await password_uia(d, who, body, "password")
     password_hash = await hash_password(new_password)
 
     def write(conn: sa.Connection) -> list[str]:
@@ -540,7 +543,7 @@ async def deactivate():
     d = deps()
     who = await requester()
     body = await json_body(allow_empty=True)
-    await _password_uia(d, who, body, "deactivate")
+    await password_uia(d, who, body, "deactivate")
     await leave_all_rooms(d, who.user_id)
     await d.db.write(accounts.deactivate_user, who.user_id)
     d.device_lists.after_local_change(who.user_id)
@@ -604,7 +607,7 @@ async def delete_device(device_id: str):
     body = await json_body(allow_empty=True)
     if await d.db.read(accounts.get_device, who.user_id, device_id) is None:
         raise not_found("no such device")
-    await _password_uia(d, who, body, f"delete_device:{device_id}")
+    await password_uia(d, who, body, f"delete_device:{device_id}")
     d.tokens.forget(await d.db.write(_delete_devices_and_pushers, who.user_id, [device_id]))
     d.device_lists.after_local_change(who.user_id)
     return json_response({})
@@ -618,7 +621,7 @@ async def delete_devices():
     ids = body.get("devices")
     if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
         raise MatrixError("M_BAD_JSON", 400, "'devices' must be a list of device IDs")
-    await _password_uia(d, who, body, "delete_devices")
+    await password_uia(d, who, body, "delete_devices")
     d.tokens.forget(await d.db.write(_delete_devices_and_pushers, who.user_id, ids))
     d.device_lists.after_local_change(who.user_id)
     return json_response({})

@@ -44,6 +44,7 @@ from quart import Blueprint
 
 from api.auth import requester
 from api.body import json_body
+from api.client.account import password_uia
 from api.deps import Deps, deps
 from api.errors import MatrixError, bad_json, forbidden, invalid_param
 from api.responses import json_response
@@ -305,8 +306,6 @@ async def claim_keys():
 
 @_route("/keys/device_signing/upload", ["POST"])
 async def upload_cross_signing_keys():
-    from api.client.account import _password_uia
-
     d = deps()
     who = await requester()
     body = await json_body(allow_empty=True)
@@ -340,7 +339,7 @@ async def upload_cross_signing_keys():
     # "User-Interactive Authentication MUST be performed ... except [when] there is no
     # existing master signing key uploaded to the homeserver" (or the keys are the same).
     if "master" in stored:
-        await _password_uia(d, who, body, "device_signing_upload")
+        await password_uia(d, who, body, "device_signing_upload")
     if await d.db.write(store.upload_cross_signing_keys, who.user_id, checked, d.clock.time_ms()):
         after_local_change(d, who.user_id)
     return json_response({})
