@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import device_lists, e2e_keys, room_keys, to_device
+from .compiled import compiled, raw
 from .schema import access_tokens, devices, profiles, refresh_tokens, stream_positions, users
 
 __all__ = [
@@ -102,9 +103,14 @@ def next_stream_id(conn: sa.Connection, name: str = "misc") -> int:
     return int(pos)
 
 
+_CURRENT_POSITION = compiled(  # every /sync: compiled once (storage.compiled)
+    sa.select(stream_positions.c.pos).where(stream_positions.c.name == sa.bindparam("name")), "name"
+)
+
+
 def current_stream_id(conn: sa.Connection, name: str = "misc") -> int:
-    pos = conn.execute(sa.select(stream_positions.c.pos).where(stream_positions.c.name == name)).scalar()
-    return int(pos or 0)
+    row = raw(conn).execute(_CURRENT_POSITION, {"name": name}).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 # ------------------------------------------------------------------------ users

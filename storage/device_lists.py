@@ -75,6 +75,7 @@ from roomactors.protocol.e2e_keys import SHARE_DEVICE_NAMES_OVER_FEDERATION
 
 from . import accounts, e2e_keys, outbox, timeline
 from .federation_reads import servers_sharing_rooms
+from .compiled import compiled, raw
 from .schema import current_state_deltas, device_list_changes, user_signature_changes
 
 __all__ = [
@@ -222,23 +223,32 @@ def users_signed_between(conn: sa.Connection, signer: str, since: int, upto: int
     (one range read of the ``(signer_user_id, stream_id)`` index)."""
     if upto <= since:
         return set()
-    u = user_signature_changes
-    rows = conn.execute(
-        sa.select(u.c.target_user_id).where(
-            u.c.signer_user_id == signer, u.c.stream_id > since, u.c.stream_id <= upto
-        ).distinct()
-    )
+    rows = raw(conn).execute(_SIGNED_BETWEEN, {"signer": signer, "since": since, "upto": upto})
     return {t for (t,) in rows}
+
+
+# Both run on every incremental /sync: compiled once (storage.compiled).
+_SIGNED_BETWEEN = compiled(
+    sa.select(user_signature_changes.c.target_user_id).where(
+        user_signature_changes.c.signer_user_id == sa.bindparam("signer"),
+        user_signature_changes.c.stream_id > sa.bindparam("since"),
+        user_signature_changes.c.stream_id <= sa.bindparam("upto"),
+    ).distinct(),
+    "signer", "since", "upto",
+)
+_CHANGED_BETWEEN = compiled(
+    sa.select(device_list_changes.c.user_id).where(
+        device_list_changes.c.stream_id > sa.bindparam("since"), device_list_changes.c.stream_id <= sa.bindparam("upto")
+    ).distinct(),
+    "since", "upto",
+)
 
 
 def users_changed_between(conn: sa.Connection, since: int, upto: int) -> set[str]:
     """Users with a device-list change at a misc position in ``(since, upto]``."""
     if upto <= since:
         return set()
-    rows = conn.execute(
-        sa.select(_c.c.user_id).where(_c.c.stream_id > since, _c.c.stream_id <= upto).distinct()
-    )
-    return {u for (u,) in rows}
+    return {u for (u,) in raw(conn).execute(_CHANGED_BETWEEN, {"since": since, "upto": upto})}
 
 
 def _member_deltas(conn: sa.Connection, room_ids: list[str], since: int, upto: int) -> set[tuple[str, str]]:
@@ -270,13 +280,15 @@ def _sharing(conn: sa.Connection, users: Iterable[str], my_rooms: list[str]) -> 
 
 def sync_device_lists(
     conn: sa.Connection, user_id: str, *, initial: bool, since_events: int, upto_events: int,
-    since_misc: int, upto_misc: int,
+    since_misc: int, upto_misc: int, memberships: dict[str, timeline.Membership] | None = None,
 ) -> tuple[list[str], list[str]]:
     """``device_lists.changed`` and ``device_lists.left`` for a sync window (module
-    docstring). Also ``/keys/changes`` between two tokens."""
+    docstring). Also ``/keys/changes`` between two tokens. ``memberships`` is the
+    user's ``timeline.get_memberships`` when the caller has read it already."""
     if initial:
         return [], []
-    memberships = timeline.get_memberships(conn, user_id)
+    if memberships is None:
+        memberships = timeline.get_memberships(conn, user_id)
     my_rooms = [r for r, m in memberships.items() if m.membership == "join"]
     changed: set[str] = set()
     # 1. Device-list changes of users sharing a room (or of the requester).

@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from .compiled import compiled, raw
 from .schema import (
     devices,
     e2e_cross_signing_keys as xkeys,
@@ -98,14 +99,29 @@ def _load(text: str) -> Any:
 # ---------------------------------------------------------------- counts (sync)
 
 
+# Both run on every /sync: compiled once (storage.compiled).
+_COUNT_OTKS = compiled(
+    sa.select(otks.c.algorithm, sa.func.count())
+    .where(otks.c.user_id == sa.bindparam("user_id"), otks.c.device_id == sa.bindparam("device_id"))
+    .group_by(otks.c.algorithm),
+    "user_id", "device_id",
+)
+_UNUSED_FALLBACK = compiled(
+    sa.select(fkeys.c.algorithm)
+    .where(
+        fkeys.c.user_id == sa.bindparam("user_id"),
+        fkeys.c.device_id == sa.bindparam("device_id"),
+        fkeys.c.used.is_(sa.false()),
+    )
+    .order_by(fkeys.c.algorithm),
+    "user_id", "device_id",
+)
+
+
 def one_time_key_counts(conn: sa.Connection, user_id: str, device_id: str) -> dict[str, int]:
     """``device_one_time_keys_count`` / ``one_time_key_counts``: unclaimed one-time
     keys per algorithm (``signed_curve25519`` always present, as Synapse reports it)."""
-    rows = conn.execute(
-        sa.select(otks.c.algorithm, sa.func.count())
-        .where(otks.c.user_id == user_id, otks.c.device_id == device_id)
-        .group_by(otks.c.algorithm)
-    )
+    rows = raw(conn).execute(_COUNT_OTKS, {"user_id": user_id, "device_id": device_id})
     counts = {ALWAYS_COUNTED: 0}
     counts.update({alg: int(n) for alg, n in rows})
     return counts
@@ -113,12 +129,7 @@ def one_time_key_counts(conn: sa.Connection, user_id: str, device_id: str) -> di
 
 def unused_fallback_key_types(conn: sa.Connection, user_id: str, device_id: str) -> list[str]:
     """``device_unused_fallback_key_types``: algorithms with an unused fallback key."""
-    rows = conn.execute(
-        sa.select(fkeys.c.algorithm)
-        .where(fkeys.c.user_id == user_id, fkeys.c.device_id == device_id, fkeys.c.used.is_(False))
-        .order_by(fkeys.c.algorithm)
-    )
-    return list(rows.scalars())
+    return [alg for (alg,) in raw(conn).execute(_UNUSED_FALLBACK, {"user_id": user_id, "device_id": device_id})]
 
 
 # ---------------------------------------------------------------- signatures

@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import outbox
+from .compiled import compiled, raw
 from .rooms import _dump_json, _load_json
 from .schema import device_inbox, devices, to_device_received, to_device_txns
 
@@ -74,40 +75,46 @@ class Delivery:
 # ---------------------------------------------------------------------------- reads
 
 
+_SELECT_INBOX = compiled(  # every /sync: compiled once (storage.compiled)
+    sa.select(device_inbox.c.stream_id, device_inbox.c.sender, device_inbox.c.type, device_inbox.c.content_json)
+    .where(
+        device_inbox.c.user_id == sa.bindparam("user_id"),
+        device_inbox.c.device_id == sa.bindparam("device_id"),
+        device_inbox.c.stream_id > sa.bindparam("after"),
+    )
+    .order_by(device_inbox.c.stream_id),
+    "user_id", "device_id", "after",
+) + " LIMIT :limit"
+
+
 def sync_to_device(
     conn: sa.Connection, user_id: str, device_id: str, *, after: int, limit: int = SYNC_LIMIT
 ) -> tuple[list[dict[str, Any]], int]:
     """The device's to-device messages after position ``after`` (oldest first, at most
     ``limit``) as ``{sender, type, content}``, and the position to put in ``next_batch``:
     the last one's stream ID, or ``after`` when there are none."""
-    rows = conn.execute(
-        sa.select(device_inbox.c.stream_id, device_inbox.c.sender, device_inbox.c.type, device_inbox.c.content_json)
-        .where(
-            device_inbox.c.user_id == user_id,
-            device_inbox.c.device_id == device_id,
-            device_inbox.c.stream_id > after,
-        )
-        .order_by(device_inbox.c.stream_id)
-        .limit(limit)
-    ).all()
-    events = [{"sender": r.sender, "type": r.type, "content": _load_json(r.content_json)} for r in rows]
-    return events, (rows[-1].stream_id if rows else after)
+    rows = raw(conn).execute(
+        _SELECT_INBOX, {"user_id": user_id, "device_id": device_id, "after": after, "limit": limit}
+    ).fetchall()
+    events = [{"sender": sender, "type": type_, "content": _load_json(content)} for _, sender, type_, content in rows]
+    return events, (rows[-1][0] if rows else after)
+
+
+_ANY_AT_OR_BELOW = compiled(
+    sa.select(device_inbox.c.stream_id)
+    .where(
+        device_inbox.c.user_id == sa.bindparam("user_id"),
+        device_inbox.c.device_id == sa.bindparam("device_id"),
+        device_inbox.c.stream_id <= sa.bindparam("upto"),
+    ),
+    "user_id", "device_id", "upto",
+) + " LIMIT 1"
 
 
 def has_acknowledged(conn: sa.Connection, user_id: str, device_id: str, *, upto: int) -> bool:
     """Whether the device has any inbox row at or below ``upto`` (one index seek)."""
-    return (
-        conn.execute(
-            sa.select(device_inbox.c.stream_id)
-            .where(
-                device_inbox.c.user_id == user_id,
-                device_inbox.c.device_id == device_id,
-                device_inbox.c.stream_id <= upto,
-            )
-            .limit(1)
-        ).first()
-        is not None
-    )
+    found = raw(conn).execute(_ANY_AT_OR_BELOW, {"user_id": user_id, "device_id": device_id, "upto": upto})
+    return found.fetchone() is not None
 
 
 def count_inbox(conn: sa.Connection, user_id: str, device_id: str | None = None) -> int:
@@ -159,11 +166,7 @@ def _expand(
     for user_id, by_device in messages.items():
         if not by_device:
             continue
-        known = list(
-            conn.execute(
-                sa.select(devices.c.device_id).where(devices.c.user_id == user_id).order_by(devices.c.device_id)
-            ).scalars()
-        )
+        known = [d for (d,) in raw(conn).execute(_USER_DEVICES, {"user_id": user_id})]
         if not known:
             continue  # not a user of ours, or no devices: ignored
         if "*" in by_device:
@@ -177,19 +180,47 @@ def _expand(
 
 def _insert_inbox(conn: sa.Connection, sender: str, event_type: str, targets: list[tuple[str, str, dict[str, Any]]]) -> None:
     if targets:
-        conn.execute(
-            sa.insert(device_inbox),
+        raw(conn).executemany(
+            _INSERT_INBOX,
             [
-                {
-                    "user_id": user_id,
-                    "device_id": device_id,
-                    "sender": sender,
-                    "type": event_type,
-                    "content_json": _dump_json(content),
-                }
+                {"user_id": user_id, "device_id": device_id, "sender": sender, "type": event_type,
+                 "content_json": _dump_json(content)}
                 for user_id, device_id, content in targets
             ],
         )
+
+
+# Every /sendToDevice runs these: compiled once (storage.compiled).
+_USER_DEVICES = compiled(
+    sa.select(devices.c.device_id).where(devices.c.user_id == sa.bindparam("user_id")).order_by(devices.c.device_id),
+    "user_id",
+)
+_INSERT_INBOX = compiled(
+    sa.insert(device_inbox).values(
+        user_id=sa.bindparam("user_id"), device_id=sa.bindparam("device_id"), sender=sa.bindparam("sender"),
+        type=sa.bindparam("type"), content_json=sa.bindparam("content_json"),
+    ),
+    "user_id", "device_id", "sender", "type", "content_json",
+)
+_TXN_SEEN = compiled(
+    sa.select(to_device_txns.c.created_ts).where(
+        to_device_txns.c.user_id == sa.bindparam("user_id"),
+        to_device_txns.c.device_id == sa.bindparam("device_id"),
+        to_device_txns.c.event_type == sa.bindparam("event_type"),
+        to_device_txns.c.txn_id == sa.bindparam("txn_id"),
+    ),
+    "user_id", "device_id", "event_type", "txn_id",
+)
+_TXN_EXPIRE = compiled(
+    sa.delete(to_device_txns).where(to_device_txns.c.created_ts < sa.bindparam("before")), "before"
+)
+_TXN_INSERT = compiled(
+    sa.insert(to_device_txns).values(
+        user_id=sa.bindparam("user_id"), device_id=sa.bindparam("device_id"), event_type=sa.bindparam("event_type"),
+        txn_id=sa.bindparam("txn_id"), created_ts=sa.bindparam("created_ts"),
+    ),
+    "user_id", "device_id", "event_type", "txn_id", "created_ts",
+)
 
 
 def send_local_messages(
@@ -207,21 +238,13 @@ def send_local_messages(
     txnId) was seen, record it, fill the local inboxes and owe each remote
     destination its ``m.direct_to_device`` EDUs (``remote_edus``: (destination,
     content), written to ``storage.outbox`` in order)."""
-    key = (
-        to_device_txns.c.user_id == sender,
-        to_device_txns.c.device_id == sender_device,
-        to_device_txns.c.event_type == event_type,
-        to_device_txns.c.txn_id == txn_id,
-    )
-    if conn.execute(sa.select(to_device_txns.c.created_ts).where(*key)).first() is not None:
+    db = raw(conn)
+    key = {"user_id": sender, "device_id": sender_device, "event_type": event_type, "txn_id": txn_id}
+    if db.execute(_TXN_SEEN, key).fetchone() is not None:
         return Delivery((), (), duplicate=True)
     # Forget expired txnIds while we are here (an index range: empty, one seek, most times).
-    conn.execute(sa.delete(to_device_txns).where(to_device_txns.c.created_ts < now_ms - TXN_RETENTION_MS))
-    conn.execute(
-        sa.insert(to_device_txns).values(
-            user_id=sender, device_id=sender_device, event_type=event_type, txn_id=txn_id, created_ts=now_ms
-        )
-    )
+    db.execute(_TXN_EXPIRE, {"before": now_ms - TXN_RETENTION_MS})
+    db.execute(_TXN_INSERT, {**key, "created_ts": now_ms})
     targets = _expand(conn, local)
     _insert_inbox(conn, sender, event_type, targets)
     edus = list(remote_edus)

@@ -464,7 +464,7 @@ def compute_sync(conn: sa.Connection, req: SyncRequest) -> SyncResult:
         body["to_device"] = {"events": to_device_events}
     changed, left = device_lists.sync_device_lists(
         conn, req.user_id, initial=initial, since_events=since_ev, upto_events=upto,
-        since_misc=since_misc, upto_misc=misc_upto,
+        since_misc=since_misc, upto_misc=misc_upto, memberships=memberships,
     )
     if changed or left:
         body["device_lists"] = {"changed": changed, "left": left}
