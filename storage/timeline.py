@@ -57,7 +57,8 @@ import sqlalchemy as sa
 
 from roomactors.protocol.visibility import event_visible
 
-from .rooms import _DIALECT, _STORED_EVENT_COLUMNS, StoredEvent, _chain_cte, _load_json, _sql
+from .compiled import compiled, raw
+from .rooms import _STORED_EVENT_COLUMNS, StoredEvent, _chain_cte, _load_json, _sql
 from .schema import current_state, current_state_deltas, events, redactions, rooms, state_deltas, txn_ids
 
 __all__ = [
@@ -85,20 +86,10 @@ _HISTORY_VISIBILITY = "m.room.history_visibility"
 # ------------------------------------------------------------------ compiled SQL
 
 
-def _raw(conn: sa.Connection) -> sqlite3.Connection:
-    """The sqlite3 connection under ``conn`` (its transaction is the caller's)."""
-    return conn.connection.driver_connection  # type: ignore[return-value]
-
-
-def _compile(stmt: sa.Executable, *params: str) -> str:
-    """``stmt`` compiled once to sqlite3 SQL with ``:name`` parameters; it must bind
-    exactly ``params`` (a Python literal compiles to a bind parameter of its own,
-    which raw execution would not supply: use :func:`_text` for literals)."""
-    compiled = stmt.compile(dialect=_DIALECT)
-    bound = set(compiled.params)
-    if bound != set(params):
-        raise AssertionError(f"statement binds {sorted(bound)}, expected {sorted(params)}: {compiled.string}")
-    return compiled.string
+# ``storage.compiled``: statements compiled once, run on the raw sqlite3 connection
+# (a Python literal would compile to a bind parameter of its own: use :func:`_text`).
+_raw = raw
+_compile = compiled
 
 
 def _text(value: str) -> sa.ColumnElement[str]:
