@@ -27,8 +27,10 @@ waiting on: a client hanging up never cancels another's answer).
   while it is read (502 ``M_TOO_LARGE``), stored content-addressed and recorded,
   so the next request is local. One fetch per ID at a time: concurrent requesters
   wait on the same fetch ("single flight"). A ``Location`` part (a redirect to a
-  CDN) is not followed yet: it answers 502. The legacy unauthenticated endpoints
-  never fetch (``allow_remote_fetch=False``): they are "frozen" for new remote
+  CDN) is not followed yet: it answers 502. A failed fetch (404 or 502) is answered
+  from memory for ``REMOTE_FAILURE_TTL_MS`` (60 s) before the server is asked again,
+  so retries and every viewer of a room do not each cost a request. The legacy
+  unauthenticated endpoints never fetch (``allow_remote_fetch=False``): they are "frozen" for new remote
   media, as Synapse does with ``enable_authenticated_media``.
 * **Thumbnails** (client-server API, "Thumbnails"; ``roomactors.media.thumbnails``):
   only for content declared as PNG, JPEG, GIF or WebP *and* that Pillow opens as
@@ -45,6 +47,7 @@ from __future__ import annotations
 import logging
 import os
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +79,10 @@ log = logging.getLogger(__name__)
 
 #: Room for the multipart framing and metadata around remote media bytes.
 _MULTIPART_SLACK = 64 * 1024
+#: How long a failed remote fetch (404, or 502: unreachable, too large, malformed) is
+#: answered from memory before the server is asked again; at most ``_MAX_FAILED`` kept.
+REMOTE_FAILURE_TTL_MS = 60_000
+_MAX_FAILED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,9 @@ class MediaRepository:
         self.thumbnail_limiter = trio.CapacityLimiter(os.cpu_count() or 1)
         self._uploaded: dict[tuple[str, str], trio.Event] = {}
         self._flights: dict[tuple[Any, ...], _Flight] = {}
+        #: Remote fetches that failed (404 or 502): (server, media ID) -> (the clock's
+        #: ms until which the failure is answered without asking again, the error).
+        self._failed: OrderedDict[tuple[str, str], tuple[float, MediaError]] = OrderedDict()
         self._nursery: trio.Nursery | None = None
         #: Counters for tests and benches.
         self.remote_fetches = 0
@@ -230,10 +240,27 @@ class MediaRepository:
             return record
         if not allow_remote_fetch:
             raise MediaError.not_found()
+        key = (server_name, media_id)
+        failed = self._failed.get(key)
+        if failed is not None:
+            until, error = failed
+            if self._clock.time_ms() < until:
+                raise MediaError(error.errcode, error.status, error.message)
+            del self._failed[key]
         timeout_ms = self._clamp_timeout(timeout_ms)
-        return await self._single_flight(
-            ("fetch", server_name, media_id), lambda: self._fetch_remote(server_name, media_id, timeout_ms)
-        )
+        try:
+            return await self._single_flight(
+                ("fetch", server_name, media_id), lambda: self._fetch_remote(server_name, media_id, timeout_ms)
+            )
+        except MediaError as e:
+            if e.status in (404, 502):
+                # Not there, or the server failed: answer the same for a while rather
+                # than have every client's retry (and every viewer of a room) ask again.
+                self._failed[key] = (self._clock.time_ms() + REMOTE_FAILURE_TTL_MS, e)
+                self._failed.move_to_end(key)
+                while len(self._failed) > _MAX_FAILED:
+                    self._failed.popitem(last=False)
+            raise
 
     def _clamp_timeout(self, timeout_ms: int) -> int:
         return max(0, min(timeout_ms, self.settings.max_timeout_ms))

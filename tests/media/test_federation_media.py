@@ -11,6 +11,7 @@ import orjson
 import trio
 from PIL import Image
 
+from roomactors.clock import ManualClock
 from roomactors.federation_client import FederationResponse
 from roomactors.media.multipart import parse_media_multipart
 from roomactors.testing import open_test_network
@@ -196,3 +197,28 @@ async def test_remote_not_found_and_unreachable():
         assert status == 502
         status, body, _ = await fetch(net["hs2"], bob, f"{AUTHED}/download/nowhere.example/abc")
         assert status == 502
+
+
+async def test_a_failed_remote_fetch_is_remembered_for_a_minute():
+    clock = ManualClock()
+    async with open_test_network(2, clock=clock) as net:
+        bob = await net["hs2"].register("bob")
+        alice = await net["hs1"].register("alice")
+        media = net["hs2"].deps.media
+        status, _, _ = await fetch(net["hs2"], bob, f"{AUTHED}/download/hs1/notYetThere")
+        assert status == 404 and media.remote_fetches == 1
+        # Asked again within the minute: the same answer, no request to hs1.
+        status, body, _ = await fetch(net["hs2"], bob, f"{AUTHED}/download/hs1/notYetThere")
+        assert status == 404 and orjson.loads(body)["errcode"] == "M_NOT_FOUND" and media.remote_fetches == 1
+        # Unreachable is remembered too, per media ID.
+        net.partition({"hs1"}, {"hs2"})
+        assert (await fetch(net["hs2"], bob, f"{AUTHED}/download/hs1/other"))[0] == 502
+        assert (await fetch(net["hs2"], bob, f"{AUTHED}/download/hs1/other"))[0] == 502
+        assert media.remote_fetches == 2
+        net.heal()
+        media_id = await upload(net["hs1"], alice, b"late bytes", "text/plain")
+        assert (await fetch(net["hs2"], bob, f"{AUTHED}/download/hs1/{media_id}"))[0] == 200
+        # After the minute the server is asked again.
+        clock.advance(61_000)
+        assert (await fetch(net["hs2"], bob, f"{AUTHED}/download/hs1/other"))[0] == 404
+        assert media.remote_fetches == 4
