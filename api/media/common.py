@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from quart import Response, request
 
+from api.body import query_int
 from api.deps import Deps
 from api.errors import MatrixError
 from roomactors.media import MediaError, Served
@@ -36,17 +37,11 @@ def check_server_name(server_name: str) -> None:
 
 
 def _int_param(name: str, *, required: bool, default: int = 0, minimum: int = 0) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        if required:
-            raise MatrixError("M_MISSING_PARAM", 400, f"Missing query parameter {name!r}")
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise MatrixError("M_INVALID_PARAM", 400, f"Query parameter {name!r} must be an integer") from None
-    if value < minimum:
-        raise MatrixError("M_INVALID_PARAM", 400, f"Query parameter {name!r} must be at least {minimum}")
+    """``api.body.query_int``, plus ``M_MISSING_PARAM`` for a required parameter."""
+    if required and name not in request.args:
+        raise MatrixError("M_MISSING_PARAM", 400, f"Missing query parameter {name!r}")
+    value = query_int(name, default, minimum=minimum)
+    assert value is not None
     return value
 
 
